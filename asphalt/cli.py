@@ -1,0 +1,163 @@
+"""Flags to config; starts a master (with its embedded worker) or a worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from asphalt import __version__, log
+from asphalt.config import MasterConfig, WorkerConfig
+from asphalt.errors import AsphaltError
+from asphalt.master.app import build_app
+from asphalt.worker.agent import Agent
+from asphalt.worker.client import MasterClient
+from asphalt.worker.runtimes import detect_runtimes
+
+_log = log.get("asphalt.cli")
+USAGE = """asphalt [flags]                 start a master with its own worker on :8080
+  asphalt -master HOST:PORT [flags]   start a worker for that master"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asphalt",
+        usage=USAGE,
+        description="Asphalt: run container jobs across machines from one executable.",
+        allow_abbrev=False,
+    )
+
+    def flag(name: str, **kw: object) -> None:
+        p.add_argument(f"-{name}", f"--{name}", **kw)  # type: ignore[arg-type]
+
+    flag("port", type=int, default=8080, help="master: port to serve the API and UI on (8080)")
+    flag("host", default="0.0.0.0", help="master: address to listen on (0.0.0.0)")
+    flag(
+        "data",
+        default="asphalt-data",
+        metavar="DIR",
+        help="master: data directory (./asphalt-data)",
+    )
+    flag("master", metavar="HOST:PORT", help="run as a worker for the master at HOST:PORT")
+    flag(
+        "types", default="", metavar="A,B", help="worker: capability types it offers, e.g. gpu,mac"
+    )
+    flag("untyped", action="store_true", help="worker: with -types, also run jobs naming none")
+    flag(
+        "slots", type=int, default=os.cpu_count() or 2, metavar="N", help="worker: jobs run at once"
+    )
+    flag("name", default=socket.gethostname(), help="worker: name shown in /workers (host name)")
+    flag("no-worker", action="store_true", help="master: do not start the embedded worker")
+    flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
+    flag("grace", type=float, default=10.0, metavar="S", help="worker: SIGTERM to SIGKILL grace")
+    flag("lease", type=float, default=45.0, metavar="S", help="master: job lease length")
+    flag("heartbeat", type=float, default=10.0, metavar="S", help="master: heartbeat interval")
+    flag("poll-hold", type=float, default=25.0, metavar="S", help="master: long-poll hold")
+    flag(
+        "output-cap", type=int, default=8 << 20, metavar="BYTES", help="master: output kept per job"
+    )
+    flag("log", choices=("auto", "console", "json"), default="auto", help="log format (auto)")
+    p.add_argument("-version", "--version", action="version", version=f"asphalt {__version__}")
+    return p
+
+
+def _master_url(raw: str) -> str:
+    url = raw if "://" in raw else f"http://{raw}"
+    if ":" not in url.split("://", 1)[1]:
+        url += ":8080"
+    return url
+
+
+def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig | None, str]:
+    """The configs to run: (master, worker); either may be None, never both."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.slots < 1:
+        parser.error("-slots must be at least 1")
+    if not 0 < args.port < 65536:
+        parser.error("-port must be from 1 to 65535")
+    types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    worker = WorkerConfig(
+        master_url=_master_url(args.master or f"{local}:{args.port}"),
+        name=args.name,
+        host=socket.gethostname(),
+        types=types,
+        untyped=args.untyped,
+        slots=args.slots,
+        docker_network=args.docker_network,
+        grace_s=args.grace,
+    )
+    if args.master:
+        return None, worker, args.log
+    master = MasterConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data),
+        lease_s=args.lease,
+        heartbeat_s=args.heartbeat,
+        poll_hold_s=args.poll_hold,
+        output_cap=args.output_cap,
+    )
+    return master, None if args.no_worker else worker, args.log
+
+
+async def _run_worker(config: WorkerConfig) -> None:
+    runtimes = await detect_runtimes(docker_network=config.docker_network)
+    async with MasterClient(config.master_url) as client:
+        await Agent(config, runtimes, client).run()
+
+
+async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    if master is not None:
+        runner = web.AppRunner(build_app(master), handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, master.host, master.port).start()
+        _log.info(
+            "master_serving",
+            url=f"http://{master.host}:{master.port}",
+            data=str(master.data_dir.resolve()),
+        )
+    try:
+        async with asyncio.TaskGroup() as group:
+            if worker is not None:
+                agent = group.create_task(_run_worker(worker), name="worker")
+            await stop.wait()
+            if worker is not None:
+                agent.cancel()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        _log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    master, worker, log_format = parse(argv)
+    log.setup(log_format)
+    try:
+        asyncio.run(_serve(master, worker))
+    except AsphaltError as e:
+        print(f"asphalt: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"asphalt: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""One frozen dataclass per mode, built by the CLI; no I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    master_url: str
+    name: str
+    host: str
+    types: tuple[str, ...] = ()
+    untyped: bool = False
+    slots: int = 2
+    docker_network: str = "bridge"
+    grace_s: float = 10.0
+    flush_interval_s: float = 1.0
+    flush_bytes: int = 64 << 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MasterConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    data_dir: Path = Path("asphalt-data")
+    map_size: int = 8 << 30
+    poll_hold_s: float = 25.0
+    heartbeat_s: float = 10.0
+    lease_s: float = 45.0
+    output_cap: int = 8 << 20
+    max_body: int = 1 << 20

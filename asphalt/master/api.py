@@ -1,0 +1,189 @@
+"""The user-facing JSON API (DESIGN.md §2): projects, tasks, jobs, output, workers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from asphalt.errors import BadRequest, NotFound
+from asphalt.master import render
+from asphalt.master.http import SCHEDULER, read_json, reply
+from asphalt.master.inputs import parse_limit, parse_project, parse_task
+from asphalt.master.scheduler import Scheduler
+from asphalt.model import Job, Project, Run, Task
+
+routes = web.RouteTableDef()
+FOLLOW_WAIT_S = 15.0
+
+
+def _project(request: web.Request) -> tuple[Scheduler, Project]:
+    scheduler = request.app[SCHEDULER]
+    return scheduler, scheduler.project(request.match_info["project"])
+
+
+def _task(request: web.Request) -> tuple[Scheduler, Project, Task]:
+    scheduler, project = _project(request)
+    return scheduler, project, scheduler.task(project, request.match_info["task"])
+
+
+def _run(request: web.Request, task: Task) -> Run:
+    raw = request.query.get("run")
+    if raw is not None and not raw.isdigit():
+        raise BadRequest("run must be a run number", field="run")
+    run = task.run_number(int(raw) if raw else None)
+    if run is None:
+        raise NotFound(
+            f"task {task.id} has no run {raw}; it has runs 1 to {len(task.runs)}", field="run"
+        )
+    return run
+
+
+@routes.get("/")
+async def list_projects(request: web.Request) -> web.Response:
+    projects = request.app[SCHEDULER].store.projects()
+    return reply({"projects": [p.view() for p in sorted(projects, key=lambda p: p.name)]})
+
+
+@routes.post("/")
+async def create_project(request: web.Request) -> web.Response:
+    given = parse_project(await read_json(request))
+    project = request.app[SCHEDULER].create_project(given.name, given.id)
+    return reply(project.view(), 201)
+
+
+@routes.get("/projects/{project}")
+async def show_project(request: web.Request) -> web.Response:
+    scheduler, project = _project(request)
+    limit = parse_limit(request.query.get("limit"))
+    before = None
+    if "before" in request.query:
+        before = scheduler.task(project, request.query["before"])
+    tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
+    page = tasks[:limit]
+    more = len(tasks) > limit
+    body = project.view()
+    body["tasks"] = [render.task_view(scheduler, project, t, t.current, output=False) for t in page]
+    body["next"] = f"/projects/{project.id}?limit={limit}&before={page[-1].id}" if more else None
+    return reply(body)
+
+
+@routes.post("/projects/{project}")
+async def create_task(request: web.Request) -> web.Response:
+    scheduler, project = _project(request)
+    task = scheduler.create_task(project, parse_task(await read_json(request)))
+    return reply(render.task_view(scheduler, project, task, task.current), 201)
+
+
+@routes.get("/projects/{project}/tasks/{task}")
+async def show_task(request: web.Request) -> web.Response:
+    scheduler, project, task = _task(request)
+    return reply(render.task_view(scheduler, project, task, _run(request, task)))
+
+
+@routes.post("/projects/{project}/tasks/{task}/rerun")
+async def rerun_task(request: web.Request) -> web.Response:
+    scheduler, project, task = _task(request)
+    task = scheduler.rerun_task(project, task)
+    return reply(render.task_view(scheduler, project, task, task.current), 201)
+
+
+@routes.post("/projects/{project}/tasks/{task}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    scheduler, project, task = _task(request)
+    scheduler.cancel_task(task)
+    return reply(render.task_view(scheduler, project, task, task.current))
+
+
+def _job(request: web.Request) -> tuple[Scheduler, Job]:
+    scheduler = request.app[SCHEDULER]
+    return scheduler, scheduler.job(request.match_info["job"])
+
+
+@routes.get("/jobs/{job}")
+async def show_job(request: web.Request) -> web.Response:
+    scheduler, job = _job(request)
+    return reply(render.job_view(scheduler, job))
+
+
+@routes.post("/jobs/{job}/rerun")
+async def rerun_job(request: web.Request) -> web.Response:
+    scheduler, job = _job(request)
+    return reply(render.job_view(scheduler, scheduler.rerun_job(job)), 201)
+
+
+@routes.get("/jobs/{job}/output")
+async def job_output(request: web.Request) -> web.StreamResponse:
+    scheduler, job = _job(request)
+    attempt = _attempt(request, job)
+    if request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get(
+        "Accept", ""
+    ):
+        return await _follow(request, scheduler, job, attempt)
+    data = scheduler.store.output(job.id, attempt) if attempt else b""
+    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+def _attempt(request: web.Request, job: Job) -> int:
+    raw = request.query.get("attempt")
+    if raw is None:
+        return job.attempt
+    if not raw.isdigit() or not 1 <= int(raw) <= job.attempt:
+        raise BadRequest(f"attempt must be a number from 1 to {job.attempt}", field="attempt")
+    return int(raw)
+
+
+async def _follow(
+    request: web.Request, scheduler: Scheduler, job: Job, attempt: int
+) -> web.StreamResponse:
+    """Stream output as it arrives until the attempt ends: plain text, or SSE with byte-offset ids."""
+    sse = "text/event-stream" in request.headers.get("Accept", "")
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.content_type = "text/event-stream" if sse else "text/plain"
+    response.charset = "utf-8"
+    await response.prepare(request)
+    offset = int(request.headers.get("Last-Event-ID", "0") or 0) if sse else 0
+    while True:
+        current = scheduler.store.job(job.id) or job
+        if attempt == 0:
+            attempt = current.attempt
+        data = scheduler.store.output(job.id, attempt, offset) if attempt else b""
+        data = data[: _complete_utf8(data)]
+        if data:
+            offset += len(data)
+            await response.write(
+                _sse("output", data.decode("utf-8", "replace"), offset) if sse else data
+            )
+        ended = current.attempt != attempt or current.state.terminal
+        if ended and not data:
+            if sse:
+                await response.write(_sse("end", current.state, offset))
+            break
+        if not data:
+            await scheduler.signals.wait(f"job:{job.id}", FOLLOW_WAIT_S)
+            if sse:
+                await response.write(b": keepalive\n\n")
+    await response.write_eof()
+    return response
+
+
+def _complete_utf8(data: bytes) -> int:
+    """How much of `data` ends on a whole UTF-8 character (so a split one waits for its rest)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue
+        if byte & 0x80 == 0:
+            return len(data)
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+        return len(data) if back >= need else len(data) - back
+    return len(data)
+
+
+def _sse(event: str, text: str, offset: int) -> bytes:
+    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
+    return f"event: {event}\nid: {offset}\n{lines}\n".encode()
+
+
+@routes.get("/workers")
+async def list_workers(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    return reply({"workers": scheduler.registry.views(scheduler.now_m())})

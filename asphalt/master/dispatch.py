@@ -1,0 +1,82 @@
+"""The worker protocol's HTTP handlers: register, lease, heartbeat, output, finish."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from asphalt import protocol
+from asphalt.errors import BadRequest
+from asphalt.master.http import SCHEDULER, read_json, reply
+from asphalt.model import Worker
+from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
+
+routes = web.RouteTableDef()
+
+
+def _worker(request: web.Request) -> Worker:
+    return request.app[SCHEDULER].worker(request.match_info["worker"])
+
+
+def _int_query(request: web.Request, name: str) -> int:
+    raw = request.query.get(name, "")
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a whole number", field=name)
+    return int(raw)
+
+
+@routes.post(protocol.REGISTER)
+async def register(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    worker = scheduler.register(Registration.parse(await read_json(request)))
+    config = scheduler.config
+    welcome = Welcome(
+        worker=worker.id,
+        poll_hold_s=config.poll_hold_s,
+        heartbeat_s=config.heartbeat_s,
+        lease_s=config.lease_s,
+    )
+    return reply(to_json(welcome), 201)
+
+
+@routes.post(protocol.LEASE)
+async def lease(request: web.Request) -> web.Response:
+    worker = _worker(request)
+
+    def connected() -> bool:
+        return request.transport is not None and not request.transport.is_closing()
+
+    found = await request.app[SCHEDULER].lease(worker, connected)
+    if found is None:
+        return web.Response(status=204)
+    return reply(to_json(found))
+
+
+@routes.post(protocol.HEARTBEAT)
+async def heartbeat(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    beat = Heartbeat.parse(await read_json(request))
+    return reply(to_json(await request.app[SCHEDULER].heartbeat(worker, beat)))
+
+
+@routes.post(protocol.OUTPUT)
+async def output(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
+    data = await request.read()
+    job = request.match_info["job"]
+    received = request.app[SCHEDULER].output(worker, job, attempt, offset, data)
+    return reply({"received": received})
+
+
+@routes.post(protocol.FINISH)
+async def finish(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    fin = Finish.parse(await read_json(request))
+    job = request.app[SCHEDULER].finish(worker, request.match_info["job"], fin)
+    return reply({"state": job.state})
+
+
+@routes.post(protocol.DEREGISTER)
+async def deregister(request: web.Request) -> web.Response:
+    request.app[SCHEDULER].deregister(_worker(request))
+    return reply({"ok": True})

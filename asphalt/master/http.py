@@ -1,0 +1,77 @@
+"""What every HTTP handler shares: typed app keys, JSON in and out, and the error middleware."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from asphalt import log
+from asphalt.errors import AsphaltError, BadRequest, TooLarge
+from asphalt.master.scheduler import Scheduler
+
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+_log = log.get("asphalt.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def dumps(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def reply(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=dumps)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, whatever the Content-Type says (curl --data sends a form type)."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        limit = request.app[MAX_BODY]
+        raise TooLarge(f"the request body is over the limit of {limit} bytes") from e
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadRequest(f"the request body is not valid JSON: {e}") from e
+
+
+MAX_BODY = web.AppKey("max_body", int)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turns every error into a JSON answer, and logs one line per request."""
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except AsphaltError as e:
+        response = reply(e.to_json(), e.status)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
+        if e.status == 404:
+            message = f"nothing at {request.method} {request.path}"
+        elif e.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif e.status == 413:
+            message = f"the request body is over the limit of {request.app[MAX_BODY]} bytes"
+        response = reply({"error": message}, e.status)
+    except Exception:
+        _log.exception("request_failed", method=request.method, path=request.path)
+        response = reply({"error": "internal error; the master logged it"}, 500)
+    if not request.path.startswith("/_worker/"):
+        _log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+    return response

@@ -1,0 +1,182 @@
+"""Turns user JSON into validated inputs, or a BadRequest that names the field and the fix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from asphalt.errors import BadRequest
+from asphalt.model import JobInput, Role
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RUNTIMES = ("host", "docker", "singularity")
+JOB_FIELDS = ("action", "container", "env", "timeout", "types", "runtime")
+MAX_TIMEOUT_S = 7 * 24 * 3600
+NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectInput:
+    name: str
+    id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskInput:
+    id: str | None
+    jobs: dict[Role, JobInput]
+
+
+def _object(body: Any, where: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        what = where if where else "the request body"
+        raise BadRequest(f"{what} must be a JSON object", field=where or None)
+    return body
+
+
+def _unknown(body: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in body:
+        if key not in allowed:
+            raise BadRequest(
+                f"unknown field {key!r}; allowed here: {', '.join(allowed)}",
+                field=f"{where}.{key}" if where else key,
+            )
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise BadRequest(f"{field} must be {NAME_RULE}", field=field)
+    return value
+
+
+def parse_project(body: Any) -> ProjectInput:
+    body = _object(body, "")
+    _unknown(body, ("name", "id"), "")
+    if "name" not in body:
+        raise BadRequest('name is required, e.g. {"name": "web"}', field="name")
+    pid = body.get("id")
+    return ProjectInput(
+        name=_name(body["name"], "name"), id=None if pid is None else _name(pid, "id")
+    )
+
+
+def parse_task(body: Any) -> TaskInput:
+    body = _object(body, "")
+    if "jobs" not in body:
+        if "action" not in body:
+            raise BadRequest(
+                'a task needs jobs: {"jobs": {"main": {"action": "make test"}}} '
+                'or a bare job {"action": "make test"}',
+                field="jobs",
+            )
+        _unknown(body, ("id", *JOB_FIELDS), "")
+        jobs_body: dict[str, Any] = {"main": {k: v for k, v in body.items() if k != "id"}}
+    else:
+        _unknown(body, ("id", "jobs"), "")
+        jobs_body = _object(body["jobs"], "jobs")
+    tid = body.get("id")
+    _unknown(jobs_body, tuple(Role), "jobs")
+    if "main" not in jobs_body:
+        raise BadRequest("jobs.main is required", field="jobs.main")
+    jobs = {Role(role): parse_job(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
+    return TaskInput(id=None if tid is None else _name(tid, "id"), jobs=jobs)
+
+
+def parse_job(body: Any, where: str) -> JobInput:
+    body = _object(body, where)
+    _unknown(body, JOB_FIELDS, where)
+    container = _container(body.get("container"), f"{where}.container")
+    runtime = body.get("runtime") or ("docker" if container else "host")
+    if runtime not in RUNTIMES:
+        raise BadRequest(
+            f"{where}.runtime must be one of {', '.join(RUNTIMES)}", field=f"{where}.runtime"
+        )
+    if runtime != "host" and not container:
+        raise BadRequest(
+            f'{where}.container is required with runtime {runtime}: name an image, e.g. "alpine:3"',
+            field=f"{where}.container",
+        )
+    return JobInput(
+        action=_action(body.get("action"), f"{where}.action"),
+        container=container,
+        env=_env(body.get("env"), f"{where}.env"),
+        timeout=_timeout(body.get("timeout"), f"{where}.timeout"),
+        types=_types(body.get("types"), f"{where}.types"),
+        runtime=runtime,
+    )
+
+
+def _action(value: Any, field: str) -> str | list[str]:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value) and value[0]:
+        return list(value)
+    raise BadRequest(
+        f'{field} is required: a command line ("make test") or an argv list (["make", "test"])',
+        field=field,
+    )
+
+
+def _container(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise BadRequest(f'{field} must be an image name such as "ruby:3"', field=field)
+    return value
+
+
+def _env(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f'{field} must be an object of names to values, e.g. {{"CI": "1"}}', field=field
+        )
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not ENV_RE.match(key):
+            raise BadRequest(
+                f"{field}: {key!r} is not a valid variable name", field=f"{field}.{key}"
+            )
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        if not isinstance(item, str | int | float) or (isinstance(item, str) and "\0" in item):
+            raise BadRequest(f"{field}.{key} must be a string or a number", field=f"{field}.{key}")
+        env[key] = str(item)
+    return env
+
+
+def _timeout(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_TIMEOUT_S
+    ):
+        raise BadRequest(
+            f"{field} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}", field=field
+        )
+    return float(value)
+
+
+def _types(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and NAME_RE.match(v) for v in value
+    ):
+        raise BadRequest(f'{field} must be a list of type names, e.g. ["gpu"]', field=field)
+    return tuple(sorted(set(value)))
+
+
+def parse_limit(raw: str | None, *, default: int = 50, most: int = 500) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise BadRequest(f"limit must be a whole number from 1 to {most}", field="limit")
+    return int(raw)

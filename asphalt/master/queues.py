@@ -1,0 +1,86 @@
+"""The in-memory ready queues (reactions first) and the workers long-polling for a job."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from asphalt.model import Job, Role, Worker
+
+
+def fits(job: Job, worker: Worker) -> bool:
+    """Whether `worker` has every type the job names and the runtime it needs.
+
+    A worker started with types keeps itself for jobs that ask for them (the gpu box is not
+    filled with plain jobs), unless it was also started with -untyped.
+    """
+    if job.spec.runtime not in worker.runtimes:
+        return False
+    if not job.spec.types:
+        return not worker.types or worker.untyped
+    return set(job.spec.types) <= set(worker.types)
+
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """One long-poll in flight: a worker with a free slot, waiting to be handed a job."""
+
+    worker: Worker
+    future: asyncio.Future[Job] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    # False once the worker's connection is gone, so no job is handed to a dead poll.
+    connected: Callable[[], bool] = lambda: True
+
+    def open(self) -> bool:
+        return not self.future.done() and self.connected()
+
+
+class Queues:
+    """Ready jobs in arrival order; the truth is in the store, this is rebuilt from it at start."""
+
+    def __init__(self) -> None:
+        self._reactions: dict[str, Job] = {}
+        self._main: dict[str, Job] = {}
+        self._waiters: list[Waiter] = []
+
+    def __len__(self) -> int:
+        return len(self._reactions) + len(self._main)
+
+    def __iter__(self) -> Iterator[Job]:
+        yield from self._reactions.values()
+        yield from self._main.values()
+
+    def push(self, job: Job) -> Waiter | None:
+        """Queue a ready job, or return the waiting worker that should take it at once."""
+        for waiter in self._waiters:
+            if waiter.open() and fits(job, waiter.worker):
+                self._waiters.remove(waiter)
+                return waiter
+        self._waiters = [w for w in self._waiters if w.open()]
+        (self._main if job.role is Role.MAIN else self._reactions)[job.id] = job
+        return None
+
+    def take(self, worker: Worker) -> Job | None:
+        """The first queued job this worker can run, reactions before new main jobs."""
+        for queue in (self._reactions, self._main):
+            for job in queue.values():
+                if fits(job, worker):
+                    del queue[job.id]
+                    return job
+        return None
+
+    def wait(self, waiter: Waiter) -> None:
+        self._waiters.append(waiter)
+
+    def forget(self, waiter: Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def remove(self, job_id: str) -> bool:
+        found = self._reactions.pop(job_id, None) or self._main.pop(job_id, None)
+        return found is not None
+
+    def waiting_workers(self) -> int:
+        return sum(1 for w in self._waiters if w.open())

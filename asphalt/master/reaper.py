@@ -1,0 +1,19 @@
+"""The background sweep that ends jobs whose worker stopped renewing the lease."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asphalt import log
+from asphalt.master.scheduler import Scheduler
+
+_log = log.get("asphalt.reaper")
+
+
+async def reap_forever(scheduler: Scheduler, *, interval_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            scheduler.expire_leases()
+        except Exception:  # one bad sweep must not stop the next
+            _log.exception("reap_failed")

@@ -1,0 +1,69 @@
+"""Builds the JSON views of tasks and jobs that the API and the pages share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asphalt.master.scheduler import Scheduler
+from asphalt.model import Job, Project, Run, Task, rfc3339, task_status
+
+# A task view carries each job's output up to this much (its tail); the job's own URL has it all.
+TASK_OUTPUT_TAIL = 64 << 10
+
+
+def output_text(scheduler: Scheduler, job: Job, *, tail: int | None = None) -> str:
+    if job.attempt == 0:
+        return ""
+    data = scheduler.store.output(job.id, job.attempt)
+    if tail is not None and len(data) > tail:
+        cut = len(data) - tail
+        head = f"[asphalt: {cut} earlier bytes not shown; all of it: /jobs/{job.id}/output]\n"
+        return head + data[cut:].decode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
+
+
+def job_view(
+    scheduler: Scheduler, job: Job, *, output: bool = True, tail: int | None = None
+) -> dict[str, Any]:
+    text = output_text(scheduler, job, tail=tail) if output else None
+    return job.view(output=text, reason=scheduler.reason(job))
+
+
+def run_summary(scheduler: Scheduler, run: Run) -> dict[str, Any]:
+    jobs = scheduler.run_jobs(run)
+    status, outcome = task_status(jobs.values())
+    return {
+        "run": run.number,
+        "createdAt": rfc3339(run.created_at),
+        "status": status,
+        "outcome": outcome,
+    }
+
+
+def task_view(
+    scheduler: Scheduler, project: Project, task: Task, run: Run, *, output: bool = True
+) -> dict[str, Any]:
+    jobs = scheduler.run_jobs(run)
+    status, outcome = task_status(jobs.values())
+    started = [j.started_at for j in jobs.values() if j.started_at]
+    ended = [j.ended_at for j in jobs.values() if j.ended_at]
+    body: dict[str, Any] = {
+        "id": task.id,
+        "project": project.id,
+        "projectName": project.name,
+        "run": run.number,
+        "runs": len(task.runs),
+        "status": status,
+        "outcome": outcome,
+        "createdAt": rfc3339(task.created_at),
+        "runCreatedAt": rfc3339(run.created_at),
+        "startedAt": rfc3339(min(started)) if started else None,
+        "endedAt": rfc3339(max(ended)) if ended and status == "complete" else None,
+        "jobs": {
+            str(role): job_view(scheduler, job, output=output, tail=TASK_OUTPUT_TAIL)
+            for role, job in jobs.items()
+        },
+    }
+    if output and len(task.runs) > 1:
+        body["history"] = [run_summary(scheduler, r) for r in reversed(task.runs)]
+    return body

@@ -1,0 +1,88 @@
+"""The workers the master knows: who is live, what each is running; persisted on change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from asphalt.model import Worker, new_id, rfc3339
+from asphalt.protocol import Registration
+
+
+class Registry:
+    """Liveness uses monotonic time (`now_m`); `last_seen` on the record is wall time."""
+
+    def __init__(self, workers: Iterable[Worker], *, lease_s: float, now_m: float) -> None:
+        self.lease_s = lease_s
+        self._workers = {w.id: w for w in workers}
+        # After a master restart every known worker gets one lease of grace to come back.
+        self._seen_m = {w.id: now_m for w in self._workers.values() if not w.gone}
+        self.running: dict[str, set[str]] = {w: set() for w in self._workers}
+
+    def register(self, reg: Registration, *, now: float, now_m: float) -> Worker:
+        worker = Worker(
+            id=new_id(8),
+            name=reg.name,
+            host=reg.host,
+            types=reg.types,
+            runtimes=reg.runtimes,
+            slots=reg.slots,
+            version=reg.version,
+            untyped=reg.untyped,
+            registered_at=now,
+            last_seen=now,
+        )
+        self._workers[worker.id] = worker
+        self._seen_m[worker.id] = now_m
+        self.running[worker.id] = set()
+        return worker
+
+    def get(self, worker_id: str) -> Worker | None:
+        worker = self._workers.get(worker_id)
+        return None if worker is None or worker.gone else worker
+
+    def touch(self, worker_id: str, *, now: float, now_m: float) -> Worker:
+        """The worker was heard from; returns the record with `last_seen` moved on."""
+        worker = replace(self._workers[worker_id], last_seen=now)
+        self._workers[worker_id] = worker
+        self._seen_m[worker_id] = now_m
+        return worker
+
+    def update(self, worker: Worker) -> None:
+        self._workers[worker.id] = worker
+
+    def live(self, worker: Worker, now_m: float) -> bool:
+        seen = self._seen_m.get(worker.id)
+        return not worker.gone and seen is not None and now_m - seen <= self.lease_s
+
+    def live_workers(self, now_m: float) -> list[Worker]:
+        return [w for w in self._workers.values() if self.live(w, now_m)]
+
+    def state(self, worker: Worker, now_m: float) -> str:
+        if worker.gone:
+            return "gone"
+        if not self.live(worker, now_m):
+            return "lost"
+        return "draining" if worker.draining else "live"
+
+    def views(self, now_m: float) -> list[dict[str, Any]]:
+        result = []
+        for w in sorted(self._workers.values(), key=lambda w: w.registered_at, reverse=True):
+            result.append(
+                {
+                    "id": w.id,
+                    "name": w.name,
+                    "host": w.host,
+                    "types": list(w.types),
+                    "runtimes": list(w.runtimes),
+                    "slots": w.slots,
+                    "untyped": w.untyped,
+                    "running": sorted(self.running.get(w.id, ())),
+                    "lastSeen": rfc3339(w.last_seen),
+                    "registeredAt": rfc3339(w.registered_at),
+                    "version": w.version,
+                    "state": self.state(w, now_m),
+                }
+            )
+        return result

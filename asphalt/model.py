@@ -1,0 +1,272 @@
+"""Project, Task and Job records, their states and the transitions allowed between them; pure."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class Role(StrEnum):
+    MAIN = "main"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    AFTER = "after"
+
+
+class TaskStatus(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_ENDS = {
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.TIMED_OUT,
+    JobState.CANCELLED,
+    JobState.LOST,
+}
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.SKIPPED}),
+    # RUNNING -> QUEUED is a lease that expired on a job that may be retried.
+    JobState.RUNNING: frozenset(_ENDS | {JobState.QUEUED}),
+    # Every end may be queued again by a rerun.
+    **{end: frozenset({JobState.QUEUED}) for end in (*_ENDS, JobState.SKIPPED)},
+}
+FAILURES = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.LOST})
+
+
+class TransitionError(Exception):
+    """A job was asked to move to a state its current state does not allow."""
+
+
+def new_id(nbytes: int = 6) -> str:
+    return secrets.token_hex(nbytes)
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Project:
+    id: str
+    name: str
+    created_at: float
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "createdAt": rfc3339(self.created_at)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobInput:
+    """A job as a user describes it, already validated."""
+
+    action: str | list[str]
+    container: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    types: tuple[str, ...] = ()
+    runtime: str = "host"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """What one earlier attempt of a job ended as; kept when the job runs again."""
+
+    attempt: int
+    state: JobState
+    status: int | None
+    worker: str | None
+    started_at: float | None
+    ended_at: float | None
+    reason: str | None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "state": self.state,
+            "status": self.status,
+            "worker": self.worker,
+            "startedAt": rfc3339(self.started_at),
+            "endedAt": rfc3339(self.ended_at),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    id: str
+    project: str
+    task: str
+    run: int
+    role: Role
+    spec: JobInput
+    created_at: float
+    state: JobState = JobState.QUEUED
+    # A queued job is ready when it may be dispatched; reactions wait until main ends.
+    ready: bool = True
+    status: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str | None = None
+    attempt: int = 0
+    reason: str | None = None
+    cancel_requested: bool = False
+    history: tuple[Attempt, ...] = ()
+
+    def to(self, state: JobState, **changes: Any) -> Self:
+        """The job moved to `state`, if the transition table allows it."""
+        if state not in TRANSITIONS[self.state]:
+            raise TransitionError(f"job {self.id} cannot go from {self.state} to {state}")
+        return replace(self, state=state, **changes)
+
+    def requeued(self, *, ready: bool = True) -> Self:
+        """The job queued again for a new attempt, its last attempt kept in `history`."""
+        history = self.history
+        if self.attempt:
+            history = (*history, self.last_attempt())
+        return self.to(
+            JobState.QUEUED,
+            ready=ready,
+            status=None,
+            started_at=None,
+            ended_at=None,
+            worker=None,
+            reason=None,
+            cancel_requested=False,
+            history=history,
+        )
+
+    def last_attempt(self) -> Attempt:
+        return Attempt(
+            attempt=self.attempt,
+            state=self.state,
+            status=self.status,
+            worker=self.worker,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            reason=self.reason,
+        )
+
+    def view(self, *, output: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        spec = self.spec
+        body: dict[str, Any] = {
+            "id": self.id,
+            "project": self.project,
+            "task": self.task,
+            "run": self.run,
+            "role": self.role,
+            "action": spec.action,
+            "container": spec.container,
+            "env": dict(spec.env),
+            "timeout": spec.timeout,
+            "types": list(spec.types),
+            "runtime": spec.runtime,
+            "state": self.state,
+            "status": self.status,
+            "startedAt": rfc3339(self.started_at),
+            "endedAt": rfc3339(self.ended_at),
+            "createdAt": rfc3339(self.created_at),
+            "worker": self.worker,
+            "attempt": self.attempt,
+        }
+        if reason or self.reason:
+            body["reason"] = reason or self.reason
+        if output is not None:
+            body["output"] = output
+        if self.history:
+            body["attempts"] = [a.view() for a in self.history]
+        return body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    number: int
+    created_at: float
+    jobs: Mapping[str, str]  # role -> job id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    id: str
+    project: str
+    created_at: float
+    runs: tuple[Run, ...]
+
+    @property
+    def current(self) -> Run:
+        return self.runs[-1]
+
+    def run_number(self, number: int | None) -> Run | None:
+        if number is None:
+            return self.current
+        return next((r for r in self.runs if r.number == number), None)
+
+
+def task_status(jobs: Iterable[Job]) -> tuple[TaskStatus, Outcome | None]:
+    """A run's status and, once complete, its outcome, derived from its jobs."""
+    by_role = {job.role: job for job in jobs}
+    states = [job.state for job in by_role.values()]
+    if all(state.terminal for state in states):
+        return TaskStatus.COMPLETE, _outcome(by_role)
+    if all(state is JobState.QUEUED for state in states):
+        return TaskStatus.WAITING, None
+    return TaskStatus.RUNNING, None
+
+
+def _outcome(by_role: Mapping[Role, Job]) -> Outcome:
+    main = by_role[Role.MAIN].state
+    if main is JobState.CANCELLED:
+        return Outcome.CANCELLED
+    if main is not JobState.SUCCEEDED:
+        return Outcome.FAILED
+    reactions = [job.state for role, job in by_role.items() if role is not Role.MAIN]
+    if any(state in FAILURES for state in reactions):
+        return Outcome.FAILED
+    return Outcome.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Worker:
+    """A worker as the master knows it; `last_seen` is wall time, persisted on heartbeats."""
+
+    id: str
+    name: str
+    host: str
+    types: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    slots: int
+    version: str
+    registered_at: float
+    last_seen: float
+    untyped: bool = False  # with types, also take jobs that name none
+    draining: bool = False
+    gone: bool = False

@@ -1,0 +1,142 @@
+"""Master <-> worker messages and paths, shared by both sides (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from asphalt.errors import BadRequest
+
+PREFIX = "/_worker"
+REGISTER = f"{PREFIX}/register"
+LEASE = PREFIX + "/{worker}/lease"
+HEARTBEAT = PREFIX + "/{worker}/heartbeat"
+DEREGISTER = PREFIX + "/{worker}/deregister"
+OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, raw body
+FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
+
+# What a worker may report a job ended as.
+END_STATES = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+def _check(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(data, dict) or name not in data:
+        raise BadRequest(f"{name} is required", field=name)
+    value = data[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise BadRequest(f"{name} has the wrong type", field=name)
+    return value
+
+
+def _str_list(data: Any, name: str) -> tuple[str, ...]:
+    values = _check(data, name, list)
+    if not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"{name} must be a list of strings", field=name)
+    return tuple(values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    name: str
+    host: str
+    types: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    slots: int
+    version: str
+    untyped: bool = False
+
+    @classmethod
+    def parse(cls, data: Any) -> Registration:
+        slots = _check(data, "slots", int)
+        if slots < 1:
+            raise BadRequest("slots must be at least 1", field="slots")
+        return cls(
+            name=_check(data, "name", str),
+            host=_check(data, "host", str),
+            types=_str_list(data, "types"),
+            runtimes=_str_list(data, "runtimes"),
+            slots=slots,
+            version=_check(data, "version", str),
+            untyped=bool(data.get("untyped", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Welcome:
+    """The master's answer to a registration: the worker's id and the timings it must keep."""
+
+    worker: str
+    poll_hold_s: float
+    heartbeat_s: float
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """One job attempt handed to a worker."""
+
+    job: str
+    attempt: int
+    action: str | list[str]
+    container: str | None
+    env: dict[str, str]
+    timeout: float | None
+    runtime: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    running: list[tuple[str, int]] = field(default_factory=list)  # (job id, attempt)
+
+    @classmethod
+    def parse(cls, data: Any) -> Heartbeat:
+        running = _check(data, "running", list)
+        pairs: list[tuple[str, int]] = []
+        for item in running:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                raise BadRequest("running holds [job, attempt] pairs", field="running")
+            if not isinstance(item[1], int):
+                raise BadRequest("running holds [job, attempt] pairs", field="running")
+            pairs.append((item[0], item[1]))
+        return cls(running=pairs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatReply:
+    cancel: list[str] = field(default_factory=list)  # stop these jobs, report them cancelled
+    forget: list[str] = field(default_factory=list)  # the master no longer leases these to you
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    attempt: int
+    state: str
+    status: int | None
+    reason: str | None
+    started_at: float
+    ended_at: float
+
+    @classmethod
+    def parse(cls, data: Any) -> Finish:
+        state = _check(data, "state", str)
+        if state not in END_STATES:
+            raise BadRequest(f"state must be one of {', '.join(END_STATES)}", field="state")
+        status = data.get("status")
+        if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
+            raise BadRequest("status must be an integer or null", field="status")
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise BadRequest("reason must be a string or null", field="reason")
+        return cls(
+            attempt=_check(data, "attempt", int),
+            state=state,
+            status=status,
+            reason=reason,
+            started_at=float(_check(data, "started_at", (int, float))),
+            ended_at=float(_check(data, "ended_at", (int, float))),
+        )
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    body: dict[str, Any] = asdict(message)
+    return body

@@ -1,0 +1,1 @@
+"""The worker side: register with a master, lease jobs, run them, report back."""

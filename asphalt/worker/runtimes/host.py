@@ -1,0 +1,205 @@
+"""The host runtime, and the process-group runner it shares with the singularity runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .base import JobSpec, OutputSink, RuntimeFailure
+
+# Every job process carries these, so what a job leaves behind can be found again by its id.
+ENV_JOB = "ASPHALT_JOB_ID"
+ENV_ATTEMPT = "ASPHALT_ATTEMPT"
+
+_READ_SIZE = 65536
+_POLL_S = 0.05
+# After the job's processes are gone, output still in the pipe is read for at most this long;
+# only a process that left the job's group (setsid) can hold the pipe open longer.
+_DRAIN_S = 2.0
+_PROC = Path("/proc")
+
+
+def job_env(spec: JobSpec) -> dict[str, str]:
+    """The variables that mark a process (or container) as belonging to this job attempt."""
+    return {ENV_JOB: spec.job_id, ENV_ATTEMPT: str(spec.attempt)}
+
+
+def exit_code(returncode: int) -> int:
+    """A shell-style exit code: a process killed by signal N gives 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class HostRuntime:
+    """Runs `/bin/sh -c ACTION` (or an argv) as a plain process group on this machine."""
+
+    name = "host"
+
+    async def available(self) -> bool:
+        return True
+
+    async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
+        argv = ["/bin/sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
+        env = {**os.environ, **spec.env, **job_env(spec)}
+        return await run_process(argv, env=env, spec=spec, sink=sink, grace_s=grace_s)
+
+    async def close(self) -> None:
+        """Nothing to release; here so every runtime can be closed the same way."""
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    spec: JobSpec,
+    sink: OutputSink,
+    grace_s: float,
+) -> int:
+    """Run argv in its own process group, stream its merged output, and leave nothing behind.
+
+    The job is over when its first process exits: whatever it started and left running is
+    stopped like a cancelled job (SIGTERM, then SIGKILL after `grace_s`), because a stray
+    `sleep 100 &` would otherwise hold the output pipe open and the job would never end.
+    """
+    if not argv:
+        raise RuntimeFailure("empty command")
+    loop = asyncio.get_running_loop()
+    # Our own pipe rather than asyncio's: we must be able to stop reading and close it even
+    # while a process that escaped the group still holds the write end.
+    read_fd, write_fd = os.pipe()
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    reader = asyncio.StreamReader(limit=_READ_SIZE)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except BaseException:
+        pipe.close()
+        os.close(write_fd)
+        raise
+    try:
+        try:
+            proc = await _spawn(argv, env, write_fd)
+        finally:
+            os.close(write_fd)  # the children hold their copies; EOF comes when they close them
+        return await _supervise(proc, reader, spec, sink, grace_s)
+    finally:
+        transport.close()
+
+
+async def _spawn(
+    argv: Sequence[str], env: Mapping[str, str], output_fd: int
+) -> asyncio.subprocess.Process:
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=output_fd,
+            stderr=output_fd,
+            env=dict(env),
+            start_new_session=True,  # its own session and process group, so it can be killed whole
+        )
+    except FileNotFoundError as e:
+        raise RuntimeFailure(f"executable not found: {argv[0]}") from e
+    except OSError as e:
+        raise RuntimeFailure(f"cannot start {argv[0]}: {e.strerror or e}") from e
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    reader: asyncio.StreamReader,
+    spec: JobSpec,
+    sink: OutputSink,
+    grace_s: float,
+) -> int:
+    group = _JobProcesses(proc.pid, spec)
+    pumping = asyncio.create_task(_pump(reader, sink))
+    exiting = asyncio.create_task(proc.wait())
+    try:
+        await asyncio.wait({pumping, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        if pumping.done():
+            pumping.result()  # a failing sink stops the job
+        returncode = await exiting
+        await group.stop(grace_s)
+        await asyncio.wait({pumping}, timeout=_DRAIN_S)
+        if pumping.done():
+            pumping.result()
+        return exit_code(returncode)
+    except BaseException:
+        await group.stop(grace_s)
+        await asyncio.wait({exiting}, timeout=_DRAIN_S)  # reap the leader if it is going
+        raise
+    finally:
+        for task in (pumping, exiting):
+            task.cancel()
+        await asyncio.gather(pumping, exiting, return_exceptions=True)
+
+
+async def _pump(reader: asyncio.StreamReader, sink: OutputSink) -> None:
+    while chunk := await reader.read(_READ_SIZE):
+        await sink(chunk)
+
+
+class _JobProcesses:
+    """The live processes of one job: its process group, plus (on Linux) any process that left
+    the group but still carries the job's ASPHALT_JOB_ID and ASPHALT_ATTEMPT."""
+
+    def __init__(self, pgid: int, spec: JobSpec) -> None:
+        self._pgid = pgid
+        self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM them all, SIGKILL whatever is left after grace_s."""
+        if not self._signal(signal.SIGTERM):
+            return
+        deadline = time.monotonic() + grace_s
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_S)
+                if not self._signal(0):
+                    return
+        finally:
+            # Also reached when cancelled mid-grace: never leave a job running.
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> bool:
+        """Send sig to every live process of the job; return whether there was any."""
+        if not _PROC.is_dir():
+            # Without /proc (macOS) the group is what we can see; the system reaps orphans.
+            try:
+                os.killpg(self._pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                return False
+            return True
+        pids = self._linux_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        return bool(pids)
+
+    def _linux_pids(self) -> list[int]:
+        # Zombies are skipped: they are dead, and where nothing reaps orphans (a container's
+        # PID 1 that is not an init) they would otherwise look alive forever.
+        found = []
+        me = os.getpid()
+        for entry in _PROC.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                stat = (entry / "stat").read_bytes()
+                state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split(b" ", 3)[:3]
+                if state in (b"Z", b"X"):
+                    continue
+                if int(pgrp) == self._pgid or self._marker <= _environ(entry):
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+        return found
+
+
+def _environ(proc_dir: Path) -> set[bytes]:
+    return set((proc_dir / "environ").read_bytes().split(b"\0"))

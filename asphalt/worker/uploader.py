@@ -1,0 +1,57 @@
+"""Sends one job attempt's output to the master in chunks (about once a second or 64 KiB)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asphalt import log
+from asphalt.worker.client import MasterClient, MasterError, Stale
+
+_log = log.get("asphalt.uploader")
+
+
+class Uploader:
+    """Buffers output and sends it with its byte offset, so a resent chunk is never stored twice."""
+
+    def __init__(
+        self, client: MasterClient, worker: str, job: str, attempt: int, *, flush_bytes: int
+    ) -> None:
+        self._client = client
+        self._worker, self._job, self._attempt = worker, job, attempt
+        self._flush_bytes = flush_bytes
+        self._buffer = bytearray()
+        self._sent = 0
+        self._lock = asyncio.Lock()
+        self.stale = False  # the master gave this attempt to someone else; stop sending
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        if len(self._buffer) >= self._flush_bytes:
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Send what is buffered; False if the master could not take it (kept for next time)."""
+        async with self._lock:
+            while self._buffer and not self.stale:
+                piece = bytes(self._buffer[: self._flush_bytes])
+                try:
+                    received = await self._client.output(
+                        self._worker, self._job, self._attempt, self._sent, piece
+                    )
+                except Stale:
+                    self.stale = True
+                    self._buffer.clear()
+                    return False
+                except MasterError as e:
+                    _log.warning("output_send_failed", job=self._job, error=str(e))
+                    return False
+                taken = received - self._sent
+                del self._buffer[:taken]
+                self._sent = received
+            return True
+
+    async def pump(self, interval_s: float) -> None:
+        """Flush on a timer until cancelled, so slow output still shows up within a second."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.flush()

@@ -1,0 +1,143 @@
+"""Real asphalt processes for end-to-end tests, and a small HTTP client that reads like curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, urllib.error.URLError) as e:
+            last = e
+        if last:
+            return last  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}: last saw {last!r}")
+
+
+class Http:
+    """JSON over HTTP to one master, returning (status, body)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        # What curl --data sends, to prove the body is read as JSON whatever the type says.
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read().decode()
+                status = response.status
+        except urllib.error.HTTPError as e:
+            text, status = e.read().decode(), e.code
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, text
+
+    def get(self, path: str) -> Any:
+        status, body = self.call("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def post(self, path: str, body: Any, expect: int = 201) -> Any:
+        status, answer = self.call("POST", path, body)
+        assert status == expect, (path, status, answer)
+        return answer
+
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(self.base + path, timeout=30) as response:
+            return str(response.read().decode())
+
+    def task_done(self, project: str, task: str) -> dict[str, Any] | None:
+        body: dict[str, Any] = self.get(f"/projects/{project}/tasks/{task}")
+        return body if body["status"] == "complete" else None
+
+
+class Proc:
+    """One asphalt process started by a test; only it is ever signalled."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "asphalt", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.popen.wait(5)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait(10)
+        self._log.close()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_master(data: Path, port: int, *extra: str) -> tuple[Proc, Http]:
+    args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
+    args += ["-docker-network", "none", "-grace", "2", *extra]
+    proc = Proc(args, data.parent / f"master-{port}.log")
+    http = Http(f"http://127.0.0.1:{port}")
+
+    def up() -> bool:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"master exited {proc.popen.returncode}:\n{proc.logs()}")
+        return http.call("GET", "/")[0] == 200
+
+    wait_until(up, 30, "the master to serve")
+    return proc, http
+
+
+def start_worker(master_port: int, log_dir: Path, *extra: str) -> Proc:
+    args = ["-master", f"127.0.0.1:{master_port}", "-log", "json", "-docker-network", "none"]
+    args += ["-grace", "2", *extra]
+    return Proc(args, log_dir / f"worker-{time.monotonic_ns()}.log")

@@ -1,0 +1,202 @@
+"""A new user's walk-through with real processes: a master, its embedded worker, more workers."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Http, Proc, free_port, start_master, start_worker, wait_until
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.port = free_port()
+        self.procs: list[Proc] = []
+
+    def master(self, *extra: str) -> Http:
+        proc, http = start_master(self.data, self.port, *extra)
+        self.procs.append(proc)
+        self.master_proc = proc
+        return http
+
+    def worker(self, *extra: str) -> Proc:
+        proc = start_worker(self.port, self.tmp, *extra)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def test_task_with_reactions_runs_main_then_success_then_after(cluster: Cluster) -> None:
+    http = cluster.master()
+    project = http.post("/", {"name": "web"})
+    assert project["name"] == "web"
+    task = http.post(
+        f"/projects/{project['id']}",
+        {
+            "id": "9399dda8c384",
+            "jobs": {
+                "main": {"action": "echo building; echo oops >&2; exit 0", "env": {"WHO": "me"}},
+                "success": {"action": 'echo "main was $ASPHALT_MAIN_STATE/$ASPHALT_MAIN_STATUS"'},
+                "failure": {"action": "echo never"},
+                "after": {"action": "echo cleaning up $ASPHALT_TASK_ID"},
+            },
+        },
+    )
+    assert task["id"] == "9399dda8c384"
+    done = wait_until(lambda: http.task_done("web", "9399dda8c384"), 30, "the task to complete")
+    assert (done["status"], done["outcome"]) == ("complete", "succeeded")
+    jobs = done["jobs"]
+    assert jobs["main"]["state"] == "succeeded" and jobs["main"]["status"] == 0
+    assert jobs["main"]["output"] == "building\noops\n"
+    assert jobs["success"]["output"] == "main was succeeded/0\n"
+    assert jobs["failure"]["state"] == "skipped"
+    assert jobs["after"]["output"] == "cleaning up 9399dda8c384\n"
+    assert jobs["main"]["endedAt"] <= jobs["success"]["startedAt"]
+    assert jobs["success"]["endedAt"] <= jobs["after"]["startedAt"]
+    for role in ("main", "success", "after"):
+        assert jobs[role]["createdAt"].endswith("Z") and jobs[role]["worker"]
+    assert http.text(f"/jobs/{jobs['main']['id']}/output") == "building\noops\n"
+    status, _ = http.call("POST", f"/projects/{project['id']}", {"id": "9399dda8c384", "action": "true"})
+    assert status == 409
+
+
+def test_failing_main_runs_failure_and_after_but_not_success(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post(
+        "/projects/p",
+        {
+            "id": "t1",
+            "jobs": {
+                "main": {"action": "exit 3"},
+                "success": {"action": "echo success"},
+                "failure": {"action": "echo failed with $ASPHALT_MAIN_STATUS"},
+                "after": {"action": "echo after"},
+            },
+        },
+    )
+    done = wait_until(lambda: http.task_done("p", "t1"), 30, "the task")
+    jobs = done["jobs"]
+    assert done["outcome"] == "failed"
+    assert (jobs["main"]["state"], jobs["main"]["status"]) == ("failed", 3)
+    assert jobs["success"]["state"] == "skipped"
+    assert jobs["failure"]["output"] == "failed with 3\n"
+    assert jobs["after"]["state"] == "succeeded"
+
+
+def test_job_over_its_timeout_is_killed_and_counts_as_failure(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post(
+        "/projects/p",
+        {
+            "id": "slow",
+            "jobs": {
+                "main": {"action": "echo started; sleep 60", "timeout": 1},
+                "failure": {"action": "echo reacting to $ASPHALT_MAIN_STATE"},
+            },
+        },
+    )
+    done = wait_until(lambda: http.task_done("p", "slow"), 30, "the timeout")
+    main = done["jobs"]["main"]
+    assert main["state"] == "timed_out" and "timeout" in main["reason"]
+    assert main["output"] == "started\n"
+    assert done["jobs"]["failure"]["output"] == "reacting to timed_out\n"
+    assert done["outcome"] == "failed"
+
+
+def test_typed_job_waits_with_reason_until_a_worker_with_the_type_registers(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "plain", "action": "echo plain"})
+    http.post("/projects/p", {"id": "gpu", "action": "echo gpu", "types": ["gpu"]})
+    plain = wait_until(lambda: http.task_done("p", "plain"), 30, "the plain task")
+    embedded = plain["jobs"]["main"]["worker"]
+    time.sleep(0.5)
+    waiting = http.get("/projects/p/tasks/gpu")["jobs"]["main"]
+    assert waiting["state"] == "queued"
+    assert waiting["reason"] == "no live worker has types gpu"
+
+    cluster.worker("-types", "gpu", "-name", "gpu-box")
+    done = wait_until(lambda: http.task_done("p", "gpu"), 30, "the gpu task")
+    assert done["jobs"]["main"]["output"] == "gpu\n"
+    gpu_worker = done["jobs"]["main"]["worker"]
+    assert gpu_worker != embedded
+    workers = {w["id"]: w for w in http.get("/workers")["workers"]}
+    assert workers[gpu_worker]["name"] == "gpu-box" and workers[gpu_worker]["types"] == ["gpu"]
+    assert workers[gpu_worker]["state"] == "live"
+
+
+def test_a_typed_worker_takes_only_jobs_that_ask_for_its_types(cluster: Cluster) -> None:
+    http = cluster.master("-no-worker")
+    cluster.worker("-types", "gpu", "-slots", "2")
+    wait_until(lambda: http.get("/workers")["workers"], 30, "the worker")
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "untyped", "action": "echo hi"})
+    http.post("/projects/p", {"id": "typed", "action": "echo hi", "types": "gpu"})
+    wait_until(lambda: http.task_done("p", "typed"), 30, "the gpu task")
+    time.sleep(0.5)
+    # The gpu box is kept for gpu work: a job that names no types waits for an untyped worker.
+    untyped = http.get("/projects/p/tasks/untyped")
+    assert untyped["status"] == "waiting"
+    assert "-untyped" in untyped["jobs"]["main"]["reason"]
+    cluster.worker("-name", "plain")
+    wait_until(lambda: http.task_done("p", "untyped"), 30, "the plain task")
+
+
+def test_killed_master_restarts_with_everything_and_runs_what_was_queued(cluster: Cluster) -> None:
+    http = cluster.master("-no-worker")
+    http.post("/", {"name": "p"})
+    for i in range(5):
+        http.post("/projects/p", {"id": f"t{i}", "action": f"echo run {i}"})
+    cluster.master_proc.kill()
+
+    http = cluster.master("-no-worker")
+    assert [p["name"] for p in http.get("/")["projects"]] == ["p"]
+    assert len(http.get("/projects/p")["tasks"]) == 5
+    cluster.worker()
+    for i in range(5):
+        done = wait_until(lambda i=i: http.task_done("p", f"t{i}"), 30, f"task t{i}")
+        assert done["jobs"]["main"]["output"] == f"run {i}\n"
+    cluster.master_proc.signal(signal.SIGKILL)
+    cluster.master_proc.popen.wait(10)
+
+    http = cluster.master("-no-worker")
+    again = http.get("/projects/p/tasks/t3")
+    assert again["outcome"] == "succeeded" and again["jobs"]["main"]["output"] == "run 3\n"
+
+
+def test_rerun_keeps_the_earlier_run_and_cancel_stops_a_running_job(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "t", "action": "echo run $ASPHALT_RUN"})
+    first = wait_until(lambda: http.task_done("p", "t"), 30, "run 1")
+    http.post("/projects/p/tasks/t/rerun", None)
+    second = wait_until(lambda: http.task_done("p", "t"), 30, "run 2")
+    assert second["run"] == 2 and second["jobs"]["main"]["output"] == "run 2\n"
+    earlier = http.get("/projects/p/tasks/t?run=1")
+    assert earlier["jobs"]["main"]["id"] == first["jobs"]["main"]["id"]
+    assert earlier["jobs"]["main"]["output"] == "run 1\n"
+
+    http.post("/projects/p", {"id": "sleepy", "jobs": {"main": {"action": "echo up; sleep 300"}}})
+    wait_until(
+        lambda: http.get("/projects/p/tasks/sleepy")["jobs"]["main"]["output"] == "up\n", 30, "start"
+    )
+    http.post("/projects/p/tasks/sleepy/cancel", None, expect=200)
+    done = wait_until(lambda: http.task_done("p", "sleepy"), 30, "the cancel")
+    assert done["jobs"]["main"]["state"] == "cancelled" and done["outcome"] == "cancelled"
