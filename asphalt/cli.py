@@ -123,7 +123,9 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
         loop.add_signal_handler(sig, stop.set)
     runner = None
     if master is not None:
-        runner = web.AppRunner(build_app(master), handle_signals=False, access_log=None)
+        runner = web.AppRunner(
+            build_app(master), handle_signals=False, access_log=None, shutdown_timeout=5.0
+        )
         await runner.setup()
         await web.TCPSite(runner, master.host, master.port).start()
         _log.info(

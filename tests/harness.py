@@ -47,7 +47,12 @@ class Http:
         self.base = base
 
     def call(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
@@ -95,7 +100,9 @@ class Proc:
         self._log = log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "asphalt", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "asphalt", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env=env,
         )
 

@@ -71,7 +71,9 @@ def test_task_with_reactions_runs_main_then_success_then_after(cluster: Cluster)
     for role in ("main", "success", "after"):
         assert jobs[role]["createdAt"].endswith("Z") and jobs[role]["worker"]
     assert http.text(f"/jobs/{jobs['main']['id']}/output") == "building\noops\n"
-    status, _ = http.call("POST", f"/projects/{project['id']}", {"id": "9399dda8c384", "action": "true"})
+    status, _ = http.call(
+        "POST", f"/projects/{project['id']}", {"id": "9399dda8c384", "action": "true"}
+    )
     assert status == 409
 
 
@@ -120,7 +122,9 @@ def test_job_over_its_timeout_is_killed_and_counts_as_failure(cluster: Cluster) 
     assert done["outcome"] == "failed"
 
 
-def test_typed_job_waits_with_reason_until_a_worker_with_the_type_registers(cluster: Cluster) -> None:
+def test_typed_job_waits_with_reason_until_a_worker_with_the_type_registers(
+    cluster: Cluster,
+) -> None:
     http = cluster.master()
     http.post("/", {"name": "p"})
     http.post("/projects/p", {"id": "plain", "action": "echo plain"})
@@ -195,7 +199,9 @@ def test_rerun_keeps_the_earlier_run_and_cancel_stops_a_running_job(cluster: Clu
 
     http.post("/projects/p", {"id": "sleepy", "jobs": {"main": {"action": "echo up; sleep 300"}}})
     wait_until(
-        lambda: http.get("/projects/p/tasks/sleepy")["jobs"]["main"]["output"] == "up\n", 30, "start"
+        lambda: http.get("/projects/p/tasks/sleepy")["jobs"]["main"]["output"] == "up\n",
+        30,
+        "start",
     )
     http.post("/projects/p/tasks/sleepy/cancel", None, expect=200)
     done = wait_until(lambda: http.task_done("p", "sleepy"), 30, "the cancel")

@@ -140,7 +140,8 @@ async def _follow(
     response.content_type = "text/event-stream" if sse else "text/plain"
     response.charset = "utf-8"
     await response.prepare(request)
-    offset = int(request.headers.get("Last-Event-ID", "0") or 0) if sse else 0
+    resume = request.headers.get("Last-Event-ID", "")
+    offset = int(resume) if sse and resume.isdigit() else 0
     while True:
         current = scheduler.store.job(job.id) or job
         if attempt == 0:
@@ -152,7 +153,7 @@ async def _follow(
             await response.write(
                 _sse("output", data.decode("utf-8", "replace"), offset) if sse else data
             )
-        ended = current.attempt != attempt or current.state.terminal
+        ended = current.attempt != attempt or current.state.terminal or scheduler.closing
         if ended and not data:
             if sse:
                 await response.write(_sse("end", current.state, offset))

@@ -26,7 +26,12 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(dispatch.routes)
     app.add_routes(api.routes)
     app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_closing)
     return app
+
+
+async def _closing(app: web.Application) -> None:
+    app[SCHEDULER].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

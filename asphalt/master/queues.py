@@ -82,5 +82,12 @@ class Queues:
         found = self._reactions.pop(job_id, None) or self._main.pop(job_id, None)
         return found is not None
 
+    def close(self) -> None:
+        """Answer every waiting long-poll with nothing, for a master that is stopping."""
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.cancel()
+        self._waiters.clear()
+
     def waiting_workers(self) -> int:
         return sum(1 for w in self._waiters if w.open())

@@ -61,6 +61,7 @@ class Scheduler:
         self.signals = Signals()
         self.registry = Registry(store.workers(), lease_s=config.lease_s, now_m=monotonic())
         self._leases: dict[str, _Held] = {}
+        self.closing = False
         self._recover()
 
     def _recover(self) -> None:
@@ -228,6 +229,8 @@ class Scheduler:
     async def lease(self, worker: Worker, connected: Callable[[], bool]) -> Lease | None:
         """Hand the worker a job, waiting up to the poll hold for one to arrive."""
         self.registry.touch(worker.id, now=self.now(), now_m=self.now_m())
+        if self.closing:
+            return None
         job = self.queues.take(worker)
         if job is not None:
             return self.lease_message(self._lease(job, worker))
@@ -378,6 +381,12 @@ class Scheduler:
         if not any(fits(job, w) for w in live):
             return f"no live worker that fits it has the {spec.runtime} runtime"
         return "waiting for a free slot"
+
+    def close(self) -> None:
+        """The master is stopping: answer long-polls and wake every held request now."""
+        self.closing = True
+        self.queues.close()
+        self.signals.notify_all()
 
     def deregister(self, worker: Worker) -> None:
         """A worker leaves for good; whatever it still held ends now instead of at lease expiry."""

@@ -212,7 +212,7 @@ class _LogPump:
                 self._stream = stream
                 if self._stopped:
                     return
-            for frame in stream:
+            for frame in _dbg(stream):
                 self._credits.acquire()
                 if self._stopped:
                     break
@@ -266,3 +266,18 @@ class _LogPump:
         if stream is not None:
             with contextlib.suppress(DockerException, OSError):
                 stream.close()
+
+
+def _dbg(stream):
+    import traceback
+
+    it = stream._stream
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            print("STOP")
+            return
+        except BaseException:
+            traceback.print_exc()
+            return

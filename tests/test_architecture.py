@@ -1,0 +1,89 @@
+"""The rules in DESIGN.md §3 that keep Asphalt easy to change, checked on every run."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "asphalt"
+# Each third-party library is imported in one module only.
+OWNERS = {
+    "lmdb": "asphalt/master/store.py",
+    "msgpack": "asphalt/master/store.py",
+    "docker": "asphalt/worker/runtimes/docker.py",
+    "spython": "asphalt/worker/runtimes/singularity.py",
+    "zeroconf": "asphalt/discovery.py",
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules() -> list[tuple[str, set[str]]]:
+    return [(str(p.relative_to(ROOT)), _imports(p)) for p in sorted(PACKAGE.rglob("*.py"))]
+
+
+def test_dependencies_point_inward() -> None:
+    for path, names in _modules():
+        if path.startswith("asphalt/worker/"):
+            assert not any(n.startswith(("asphalt.master", "asphalt.web")) for n in names), path
+        if path.startswith(("asphalt/master/", "asphalt/web/")):
+            assert not any(n.startswith("asphalt.worker") for n in names), path
+        if path in (
+            "asphalt/model.py",
+            "asphalt/protocol.py",
+            "asphalt/config.py",
+            "asphalt/errors.py",
+        ):
+            assert not any(
+                n.startswith(("asphalt.master", "asphalt.worker", "asphalt.web")) for n in names
+            ), path
+
+
+def test_each_library_is_imported_in_one_module() -> None:
+    for path, names in _modules():
+        for library, owner in OWNERS.items():
+            if any(n == library or n.startswith(library + ".") for n in names):
+                assert path == owner, f"{path} imports {library}; only {owner} may"
+
+
+def test_modules_stay_short_and_say_what_they_own() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 400, f"{path} has {len(lines)} lines; split it by what it owns"
+        if path.name != "__init__.py" or lines:
+            assert ast.get_docstring(ast.parse(path.read_text())), (
+                f"{path} needs a module docstring"
+            )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "asphalt", "tests"],
+        ["ruff", "format", "--check", "asphalt", "tests"],
+        ["mypy"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
+def test_lint_and_types_are_clean(command: list[str]) -> None:
+    beside = Path(sys.executable).parent / command[0]
+    exe = str(beside) if beside.exists() else shutil.which(command[0])
+    assert exe, f"{command[0]} is not installed: pip install -e '.[test]'"
+    result = subprocess.run(
+        [exe, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,224 @@
+"""The worker protocol against a real master over HTTP, with protocol calls made by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from asphalt.config import MasterConfig
+from asphalt.master.app import build_app
+from asphalt.protocol import Finish, Registration
+from asphalt.worker.client import MasterClient, Stale
+
+CONFIG = MasterConfig(host="127.0.0.1", poll_hold_s=0.3, heartbeat_s=0.2, lease_s=1.0)
+REG = Registration(name="w", host="h", types=(), runtimes=("host",), slots=1, version="t")
+
+
+class Master:
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.url = str(server.make_url("")).rstrip("/")
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, json=body, **kw) as r:
+            try:
+                return r.status, await r.json(content_type=None)
+            except ValueError:
+                return r.status, None
+
+    async def task(self, project: str, task: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/projects/{project}/tasks/{task}")
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+
+MasterFactory = Callable[..., Awaitable[Master]]
+
+
+@pytest.fixture
+async def master(tmp_path: Path) -> AsyncIterator[MasterFactory]:
+    servers: list[TestServer] = []
+    session = aiohttp.ClientSession()
+
+    async def start(**changes: Any) -> Master:
+        config = replace(CONFIG, data_dir=tmp_path / f"data{len(servers)}", **changes)
+        server = TestServer(build_app(config), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return Master(server, session)
+
+    yield start
+    await session.close()
+    for server in servers:
+        await server.close()
+
+
+async def _project_with_task(m: Master, jobs: dict[str, Any], task: str = "t") -> None:
+    assert (await m.call("POST", "/", {"name": "p"}))[0] in (201, 409)
+    status, body = await m.call("POST", "/projects/p", {"id": task, "jobs": jobs})
+    assert status == 201, body
+
+
+async def test_lease_returns_204_when_no_job_fits(master: MasterFactory) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        welcome = await client.register(REG)
+        await _project_with_task(m, {"main": {"action": "x", "types": ["gpu"]}})
+        started = time.monotonic()
+        assert await client.lease(welcome.worker) is None
+        assert time.monotonic() - started >= 0.25  # it was held, not answered at once
+
+
+async def test_a_waiting_worker_is_handed_a_new_job_at_once(master: MasterFactory) -> None:
+    m = await master(poll_hold_s=20.0)
+    async with MasterClient(m.url, poll_hold_s=20.0) as client:
+        welcome = await client.register(REG)
+        polling = asyncio.create_task(client.lease(welcome.worker))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await _project_with_task(m, {"main": {"action": "echo hi"}})
+        lease = await asyncio.wait_for(polling, 5)
+        assert lease is not None and lease.attempt == 1 and lease.action == "echo hi"
+        assert time.monotonic() - started < 2.0
+        assert lease.env["ASPHALT_TASK_ID"] == "t"
+        assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
+
+
+async def test_stale_attempts_are_refused_and_a_repeated_finish_changes_nothing(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await _project_with_task(m, {"main": {"action": "x"}})
+        lease = await client.lease(w)
+        assert lease is not None
+        with pytest.raises(Stale):
+            await client.output(w, lease.job, lease.attempt + 1, 0, b"x")
+        assert await client.output(w, lease.job, 1, 0, b"hello ") == 6
+        assert await client.output(w, lease.job, 1, 0, b"hello ") == 6  # resent after a lost answer
+        assert await client.output(w, lease.job, 1, 6, b"world") == 11
+        fin = Finish(attempt=1, state="failed", status=2, reason=None, started_at=1.0, ended_at=2.0)
+        with pytest.raises(Stale):
+            await client.finish(w, lease.job, replace(fin, attempt=2))
+        await client.finish(w, lease.job, fin)
+        await client.finish(w, lease.job, fin)
+        job = (await m.task("p", "t"))["jobs"]["main"]
+        assert (job["state"], job["status"], job["output"]) == ("failed", 2, "hello world")
+        with pytest.raises(Stale):
+            await client.output(w, lease.job, 1, 11, b"late")
+
+
+async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
+    master: MasterFactory,
+) -> None:
+    m = await master(lease_s=0.5)
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await _project_with_task(m, {"main": {"action": "x"}, "failure": {"action": "y"}})
+        assert await client.lease(w) is not None
+        await asyncio.sleep(2.0)  # no heartbeat: the worker is gone as far as the master knows
+        task = await m.task("p", "t")
+        main = task["jobs"]["main"]
+        assert main["state"] == "lost" and "lease" in main["reason"]
+        failure = await client.lease(w)
+        assert failure is not None and failure.env["ASPHALT_MAIN_STATE"] == "lost"
+
+
+async def test_heartbeats_renew_leases_and_carry_cancels_back(master: MasterFactory) -> None:
+    m = await master(lease_s=0.8, heartbeat_s=0.4)
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await _project_with_task(m, {"main": {"action": "x"}})
+        lease = await client.lease(w)
+        assert lease is not None
+        for _ in range(5):  # held ~0.4 s each: two seconds, over two leases
+            reply = await client.heartbeat(w, [(lease.job, 1)], 0.4)
+            assert reply.cancel == [] and reply.forget == []
+        assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
+        held = asyncio.create_task(client.heartbeat(w, [(lease.job, 1)], 0.4))
+        await asyncio.sleep(0.1)
+        assert (await m.call("POST", "/projects/p/tasks/t/cancel"))[0] == 200
+        reply = await asyncio.wait_for(held, 3)
+        assert reply.cancel == [lease.job]
+        stale = await client.heartbeat(w, [(lease.job, 7)], 0.4)
+        assert stale.forget == [lease.job]
+
+
+async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await _project_with_task(
+            m, {"main": {"action": "main1"}, "success": {"action": "react"}}, "a"
+        )
+        first = await client.lease(w)
+        assert first is not None and first.action == "main1"
+        await _project_with_task(m, {"main": {"action": "main2"}}, "b")
+        fin = Finish(
+            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
+        )
+        await client.finish(w, first.job, fin)
+        second = await client.lease(w)
+        assert second is not None and second.action == "react"
+
+
+async def test_unknown_worker_is_told_to_register(master: MasterFactory) -> None:
+    m = await master()
+    status, body = await m.call("POST", "/_worker/nobody/lease", {})
+    assert status == 404 and "register" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "status", "words"),
+    [
+        ("POST", "/", b"{not json", 400, "not valid JSON"),
+        ("POST", "/", b"", 400, "empty"),
+        ("POST", "/", b'{"name": 5}', 400, "name"),
+        ("POST", "/projects/nope", b'{"action": "x"}', 404, "no project"),
+        ("GET", "/projects/p/tasks/nope", None, 404, "no task"),
+        ("GET", "/jobs/nope", None, 404, "no job"),
+        ("GET", "/nothing/here", None, 404, "nothing at"),
+        ("DELETE", "/", None, 405, "not allowed"),
+        (
+            "POST",
+            "/projects/p",
+            b'{"jobs": {"main": {"action": "x", "timeout": "soon"}}}',
+            400,
+            "timeout",
+        ),
+        ("GET", "/projects/p?limit=0", None, 400, "limit"),
+        ("GET", "/projects/p/tasks/t?run=9", None, 404, "no run"),
+        ("POST", "/", b"x" * (2 << 20), 413, "limit"),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx_and_the_master_keeps_serving(
+    master: MasterFactory, method: str, path: str, raw: bytes | None, status: int, words: str
+) -> None:
+    m = await master()
+    await _project_with_task(m, {"main": {"action": "x"}})
+    data = io.BytesIO(raw) if raw is not None else None
+    async with m.session.request(method, m.url + path, data=data) as r:
+        body = await r.json(content_type=None)
+        assert r.status == status, body
+        assert words in body["error"]
+    assert (await m.call("GET", "/"))[0] == 200
+
+
+async def test_a_duplicate_project_or_task_is_409(master: MasterFactory) -> None:
+    m = await master()
+    await _project_with_task(m, {"main": {"action": "x"}})
+    assert (await m.call("POST", "/", {"name": "p"}))[0] == 409
+    status, body = await m.call("POST", "/projects/p", {"id": "t", "action": "x"})
+    assert status == 409 and body["field"] == "id"

@@ -1,0 +1,87 @@
+"""User input is checked field by field, and every error says which field and how to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asphalt.errors import BadRequest
+from asphalt.master.inputs import parse_limit, parse_project, parse_task
+from asphalt.model import Role
+
+
+def test_a_bare_job_is_shorthand_for_a_task_with_only_main() -> None:
+    task = parse_task({"id": "abc", "action": "make test", "container": "ruby:3", "timeout": 600})
+    assert task.id == "abc" and list(task.jobs) == [Role.MAIN]
+    main = task.jobs[Role.MAIN]
+    assert (main.action, main.container, main.runtime, main.timeout) == (
+        "make test",
+        "ruby:3",
+        "docker",
+        600.0,
+    )
+
+
+def test_runtime_defaults_to_host_without_a_container() -> None:
+    assert parse_task({"action": "true"}).jobs[Role.MAIN].runtime == "host"
+
+
+def test_env_values_may_be_numbers_and_types_a_single_string() -> None:
+    job = parse_task({"action": "true", "env": {"N": 3, "ON": True}, "types": "gpu"}).jobs[
+        Role.MAIN
+    ]
+    assert dict(job.env) == {"N": "3", "ON": "true"} and job.types == ("gpu",)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], None),
+        ({}, "jobs"),
+        ({"jobs": {"success": {"action": "x"}}}, "jobs.main"),
+        ({"jobs": {"main": {"action": ""}}}, "jobs.main.action"),
+        ({"jobs": {"main": {"action": 5}}}, "jobs.main.action"),
+        ({"jobs": {"main": {"acton": "x"}}}, "jobs.main.acton"),
+        ({"jobs": {"main": {"action": "x"}, "sucess": {"action": "x"}}}, "jobs.sucess"),
+        ({"jobs": {"main": {"action": "x", "timeout": "10"}}}, "jobs.main.timeout"),
+        ({"jobs": {"main": {"action": "x", "timeout": -1}}}, "jobs.main.timeout"),
+        ({"jobs": {"main": {"action": "x", "timeout": True}}}, "jobs.main.timeout"),
+        ({"jobs": {"main": {"action": "x", "env": ["A=1"]}}}, "jobs.main.env"),
+        ({"jobs": {"main": {"action": "x", "env": {"1A": "x"}}}}, "jobs.main.env.1A"),
+        ({"jobs": {"main": {"action": "x", "env": {"A": None}}}}, "jobs.main.env.A"),
+        ({"jobs": {"main": {"action": "x", "types": [1]}}}, "jobs.main.types"),
+        ({"jobs": {"main": {"action": "x", "runtime": "podman"}}}, "jobs.main.runtime"),
+        ({"jobs": {"main": {"action": "x", "runtime": "docker"}}}, "jobs.main.container"),
+        ({"jobs": {"main": {"action": "x", "container": "a b"}}}, "jobs.main.container"),
+        ({"id": "has space", "action": "x"}, "id"),
+        ({"id": 7, "action": "x"}, "id"),
+        ({"jobs": "main"}, "jobs"),
+        ({"action": "x", "jobz": 1}, "jobz"),
+    ],
+)
+def test_bad_task_input_names_the_field(body: Any, field: str | None) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_task(body)
+    assert caught.value.field == field
+    assert caught.value.message
+
+
+def test_project_needs_a_valid_name() -> None:
+    assert parse_project({"name": "web"}).name == "web"
+    for body, field in (
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"name": "w", "x": 1}, "x"),
+    ):
+        with pytest.raises(BadRequest) as caught:
+            parse_project(body)
+        assert caught.value.field == field
+
+
+def test_limit_is_bounded() -> None:
+    assert parse_limit(None) == 50 and parse_limit("10") == 10
+    for raw in ("0", "-1", "x", "100000"):
+        with pytest.raises(BadRequest):
+            parse_limit(raw)
