@@ -31,11 +31,13 @@ def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = check()
+            result = check()
         except (OSError, urllib.error.URLError) as e:
             last = e
-        if last:
-            return last  # type: ignore[no-any-return]
+        else:
+            if result:
+                return result
+            last = result
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or check}: last saw {last!r}")
 

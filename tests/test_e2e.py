@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import urllib.request
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +208,115 @@ def test_rerun_keeps_the_earlier_run_and_cancel_stops_a_running_job(cluster: Clu
     http.post("/projects/p/tasks/sleepy/cancel", None, expect=200)
     done = wait_until(lambda: http.task_done("p", "sleepy"), 30, "the cancel")
     assert done["jobs"]["main"]["state"] == "cancelled" and done["outcome"] == "cancelled"
+
+
+def _containers(job_id: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=asphalt.job={job_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.mark.docker
+def test_docker_job_runs_in_the_image_sees_its_env_and_leaves_no_container(
+    cluster: Cluster, test_image: str
+) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post(
+        "/projects/p",
+        {
+            "id": "d",
+            "jobs": {
+                "main": {
+                    "action": "echo in $(cat /etc/passwd | head -c 4) with $GREETING; exit 4",
+                    "container": test_image,
+                    "env": {"GREETING": "hello"},
+                },
+                "failure": {
+                    "action": ["sh", "-c", "echo main $ASPHALT_MAIN_STATUS"],
+                    "container": test_image,
+                },
+            },
+        },
+    )
+    done = wait_until(lambda: http.task_done("p", "d"), 60, "the docker task")
+    main = done["jobs"]["main"]
+    assert (main["state"], main["status"], main["runtime"]) == ("failed", 4, "docker")
+    assert main["output"] == "in root with hello\n"
+    assert done["jobs"]["failure"]["output"] == "main 4\n"
+    assert _containers(main["id"]) == [] and _containers(done["jobs"]["failure"]["id"]) == []
+
+
+@pytest.mark.docker
+def test_cancelling_a_docker_job_stops_its_container(cluster: Cluster, test_image: str) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    task = http.post(
+        "/projects/p", {"id": "c", "action": "echo up; sleep 300", "container": test_image}
+    )
+    job = task["jobs"]["main"]["id"]
+    wait_until(lambda: http.get(f"/jobs/{job}")["output"] == "up\n", 60, "the container to start")
+    assert len(_containers(job)) == 1
+    http.post("/projects/p/tasks/c/cancel", None, expect=200)
+    done = wait_until(lambda: http.task_done("p", "c"), 30, "the cancel")
+    assert done["jobs"]["main"]["state"] == "cancelled"
+    wait_until(lambda: _containers(job) == [], 10, "the container to go")
+
+
+@pytest.mark.docker
+def test_a_missing_image_fails_the_job_with_a_reason(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post(
+        "/projects/p", {"id": "m", "action": "true", "container": "asphalt-test:no-such-image"}
+    )
+    done = wait_until(lambda: http.task_done("p", "m"), 60, "the job to fail")
+    main = done["jobs"]["main"]
+    assert main["state"] == "failed" and "image not found" in main["reason"]
+    assert http.get("/workers")["workers"][0]["state"] == "live"
+
+
+def test_output_can_be_followed_live_until_the_job_ends(cluster: Cluster) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    task = http.post("/projects/p", {"id": "f", "action": "echo one; sleep 1.5; echo two"})
+    job = task["jobs"]["main"]["id"]
+    seen: list[tuple[float, bytes]] = []
+    with urllib.request.urlopen(f"{http.base}/jobs/{job}/output?follow=1", timeout=30) as stream:
+        while piece := stream.read1(65536):
+            seen.append((time.monotonic(), piece))
+    assert b"".join(p for _, p in seen) == b"one\ntwo\n"
+    assert len(seen) >= 2 and seen[-1][0] - seen[0][0] > 0.5  # "one" came before the job ended
+
+    request = urllib.request.Request(
+        f"{http.base}/jobs/{job}/output",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": "4"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as stream:
+        events = stream.read().decode()
+    assert "event: output\nid: 8\ndata: two\n" in events and "one" not in events
+    assert "event: end\n" in events and "data: succeeded" in events
+
+
+def test_a_worker_keeps_running_through_a_master_crash_and_delivers_when_it_returns(
+    cluster: Cluster,
+) -> None:
+    http = cluster.master("-no-worker")
+    cluster.worker()
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "long", "action": "echo before; sleep 3; echo after"})
+    wait_until(
+        lambda: http.get("/projects/p/tasks/long")["jobs"]["main"]["output"] == "before\n",
+        30,
+        "start",
+    )
+    cluster.master_proc.kill()
+    time.sleep(4)  # the job ends while the master is down
+    http = cluster.master("-no-worker")
+    done = wait_until(lambda: http.task_done("p", "long"), 30, "the buffered result")
+    main = done["jobs"]["main"]
+    assert (main["state"], main["output"], main["attempt"]) == ("succeeded", "before\nafter\n", 1)

@@ -134,7 +134,7 @@ def _attempt(request: web.Request, job: Job) -> int:
 async def _follow(
     request: web.Request, scheduler: Scheduler, job: Job, attempt: int
 ) -> web.StreamResponse:
-    """Stream output as it arrives until the attempt ends: plain text, or SSE with byte-offset ids."""
+    """Stream output until the attempt ends: plain text, or SSE whose ids are byte offsets."""
     sse = "text/event-stream" in request.headers.get("Accept", "")
     response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     response.content_type = "text/event-stream" if sse else "text/plain"

@@ -212,7 +212,7 @@ class Store:
     # output
 
     def append_output(self, job_id: str, attempt: int, offset: int, data: bytes, cap: int) -> int:
-        """Add output received at `offset`; resent bytes are dropped. Returns the length received."""
+        """Add output received at `offset`, dropping resent bytes; returns the length received."""
 
         def fn(txn: lmdb.Transaction) -> int:
             prefix = _out_prefix(job_id, attempt)

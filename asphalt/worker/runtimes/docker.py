@@ -23,7 +23,7 @@ T = TypeVar("T")
 _API_TIMEOUT_S = 60.0
 _PING_TIMEOUT_S = 3.0
 _POOL_SIZE = 32  # one connection per running job's log stream, plus short calls
-_WINDOW = 64  # log frames in flight between the stream thread and the loop
+_BUFFER_MAX = 4 * 65536  # output read from the daemon but not yet taken by the loop
 _BATCH = 65536
 
 
@@ -59,11 +59,9 @@ class DockerRuntime:
         container: Container | None = None
         pump: _LogPump | None = None
         try:
-            container = started = await asyncio.shield(starting)
-            pump = _LogPump(started)
-            await pump.drain(sink)
-            status = await self._call(lambda _: started.wait())
-            return int(status["StatusCode"])
+            container = await asyncio.shield(starting)
+            pump = _LogPump(container)
+            return await pump.drain(sink)
         finally:
             if pump is not None:
                 pump.stop()  # first, and without awaiting: its thread ends whatever happens next
@@ -182,83 +180,98 @@ def _dispose(container: Container, grace_s: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _End:
+    status: int | None
     error: Exception | None
 
 
 class _LogPump:
-    """Carries a container's blocking log stream from its own thread to the event loop.
+    """Carries a container's output, and then its exit status, from a thread to the loop.
 
     Its own thread, not `to_thread`: a stream lives as long as its job, and a few of them
-    would take the default executor's every thread. At most _WINDOW frames are in flight, so
-    a slow sink slows the reader instead of filling memory.
+    would take the default executor's every thread. Frames gather in one buffer that the loop
+    takes whole, so a chatty job costs one wake-up per batch rather than per line; when the
+    buffer is full the thread waits, so a slow sink slows the reader instead of filling memory.
     """
 
     def __init__(self, container: Container) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue()
-        self._credits = threading.Semaphore(_WINDOW)
-        self._lock = threading.Lock()
+        self._ready = asyncio.Event()
+        self._cond = threading.Condition()
+        self._buffer = bytearray()
+        self._end: _End | None = None
         self._stopped = False
         self._stream: CancellableStream[bytes] | None = None
-        self._ended: _End | None = None
         name = f"asphalt-logs-{container.short_id}"
         threading.Thread(target=self._feed, args=(container,), name=name, daemon=True).start()
 
     def _feed(self, container: Container) -> None:
+        status: int | None = None
         error: Exception | None = None
         try:
-            stream = container.logs(stream=True, follow=True)
-            with self._lock:
-                self._stream = stream
-                if self._stopped:
-                    return
-            for frame in _dbg(stream):
-                self._credits.acquire()
-                if self._stopped:
-                    break
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, frame)
+            seen = self._send(container.logs(stream=True, follow=True), skip=0)
+            if not self._stopped:
+                status = int(container.wait()["StatusCode"])
+                # Docker 20.10 can end a follow early when the container exits while the
+                # reader is behind, so the finished log is read again for what it missed.
+                self._send(container.logs(stream=True, follow=False), skip=seen)
         except Exception as e:
             error = e
         finally:
-            with self._lock:
+            with self._cond:
                 self._close_stream()
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, _End(error))
+                self._end = _End(status, error)
+            self._loop.call_soon_threadsafe(self._ready.set)
 
-    async def drain(self, sink: OutputSink) -> None:
-        """Hand the output to sink, frames joined up to 64 KiB, until the stream ends."""
-        while self._ended is None:
-            batch: list[bytes] = []
-            size = 0
-            item = await self._queue.get()
-            while isinstance(item, bytes):
-                batch.append(item)
-                size += len(item)
-                if size >= _BATCH or self._queue.empty():
+    def _send(self, stream: CancellableStream[bytes], *, skip: int) -> int:
+        """Buffer one log stream's frames but its first `skip` bytes; return the bytes seen."""
+        with self._cond:
+            self._close_stream()
+            self._stream = stream
+        seen = 0
+        for frame in stream:
+            seen += len(frame)
+            if seen <= skip:
+                continue
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or len(self._buffer) < _BUFFER_MAX)
+                if self._stopped:
                     break
-                item = self._queue.get_nowait()
-            if isinstance(item, _End):
-                self._ended = item
-            if batch:
-                try:
-                    await sink(b"".join(batch))
-                finally:
-                    self._credits.release(len(batch))
-        if self._ended.error is not None:
-            raise RuntimeFailure(f"cannot read the job's output: {self._ended.error}")
+                wake = not self._buffer
+                self._buffer += frame[max(0, len(frame) - (seen - skip)) :]
+            if wake:
+                self._loop.call_soon_threadsafe(self._ready.set)
+        return seen
+
+    async def drain(self, sink: OutputSink) -> int:
+        """Hand the output to sink in pieces of at most 64 KiB; return the exit status."""
+        while True:
+            data, end = await self._take()
+            for at in range(0, len(data), _BATCH):
+                await sink(data[at : at + _BATCH])
+            if end is not None:
+                if end.error is not None or end.status is None:
+                    raise RuntimeFailure(f"lost track of the container: {end.error}")
+                return end.status
 
     def stop(self) -> None:
         """Stop reading: the thread ends soon after, even if the container still runs."""
-        with self._lock:
+        with self._cond:
             self._stopped = True
             self._close_stream()  # wakes the thread if it waits for output
-        self._credits.release()  # wakes the thread if it waits for room
+            self._cond.notify_all()  # and if it waits for room
 
     async def join(self) -> None:
         """Wait for the thread to end, dropping what it still carried."""
-        while self._ended is None:
-            item = await self._queue.get()
-            if isinstance(item, _End):
-                self._ended = item
+        while (await self._take())[1] is None:
+            pass
+
+    async def _take(self) -> tuple[bytes, _End | None]:
+        await self._ready.wait()
+        self._ready.clear()
+        with self._cond:  # held only to swap the buffer
+            data, self._buffer = bytes(self._buffer), bytearray()
+            self._cond.notify_all()
+            return data, self._end
 
     def _close_stream(self) -> None:
         # Called with the lock held, from either thread, at most once per stream.
@@ -266,18 +279,3 @@ class _LogPump:
         if stream is not None:
             with contextlib.suppress(DockerException, OSError):
                 stream.close()
-
-
-def _dbg(stream):
-    import traceback
-
-    it = stream._stream
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            print("STOP")
-            return
-        except BaseException:
-            traceback.print_exc()
-            return
