@@ -11,9 +11,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from asphalt.config import MasterConfig
+from asphalt.protocol import Registration
 
 T = TypeVar("T")
 
@@ -150,3 +156,37 @@ def start_worker(master_port: int, log_dir: Path, *extra: str) -> Proc:
     args = ["-master", f"127.0.0.1:{master_port}", "-log", "json", "-docker-network", "none"]
     args += ["-grace", "2", *extra]
     return Proc(args, log_dir / f"worker-{time.monotonic_ns()}.log")
+
+
+# In-process masters: real aiohttp servers on loopback, with short timings for tests.
+REG = Registration(name="w", host="h", types=(), runtimes=("host",), slots=1, version="t")
+CONFIG = MasterConfig(host="127.0.0.1", poll_hold_s=0.3, heartbeat_s=0.2, lease_s=1.0)
+
+
+class Master:
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.url = str(server.make_url("")).rstrip("/")
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, json=body, **kw) as r:
+            try:
+                return r.status, await r.json(content_type=None)
+            except ValueError:
+                return r.status, None
+
+    async def new_task(self, jobs: dict[str, Any], task: str = "t") -> None:
+        """Task `task` in project p (made if need be)."""
+        assert (await self.call("POST", "/", {"name": "p"}))[0] in (201, 409)
+        status, body = await self.call("POST", "/projects/p", {"id": task, "jobs": jobs})
+        assert status == 201, body
+
+    async def task(self, project: str, task: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/projects/{project}/tasks/{task}")
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+
+MasterFactory = Callable[..., Awaitable[Master]]

@@ -5,76 +5,20 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
+from harness import REG, MasterFactory
 
-from asphalt.config import MasterConfig
-from asphalt.master.app import build_app
-from asphalt.protocol import Finish, Registration
+from asphalt.protocol import Finish
 from asphalt.worker.client import MasterClient, Stale
-
-CONFIG = MasterConfig(host="127.0.0.1", poll_hold_s=0.3, heartbeat_s=0.2, lease_s=1.0)
-REG = Registration(name="w", host="h", types=(), runtimes=("host",), slots=1, version="t")
-
-
-class Master:
-    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
-        self.server = server
-        self.session = session
-        self.url = str(server.make_url("")).rstrip("/")
-
-    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        async with self.session.request(method, self.url + path, json=body, **kw) as r:
-            try:
-                return r.status, await r.json(content_type=None)
-            except ValueError:
-                return r.status, None
-
-    async def task(self, project: str, task: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/projects/{project}/tasks/{task}")
-        assert status == 200, body
-        result: dict[str, Any] = body
-        return result
-
-
-MasterFactory = Callable[..., Awaitable[Master]]
-
-
-@pytest.fixture
-async def master(tmp_path: Path) -> AsyncIterator[MasterFactory]:
-    servers: list[TestServer] = []
-    session = aiohttp.ClientSession()
-
-    async def start(**changes: Any) -> Master:
-        config = replace(CONFIG, data_dir=tmp_path / f"data{len(servers)}", **changes)
-        server = TestServer(build_app(config), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return Master(server, session)
-
-    yield start
-    await session.close()
-    for server in servers:
-        await server.close()
-
-
-async def _project_with_task(m: Master, jobs: dict[str, Any], task: str = "t") -> None:
-    assert (await m.call("POST", "/", {"name": "p"}))[0] in (201, 409)
-    status, body = await m.call("POST", "/projects/p", {"id": task, "jobs": jobs})
-    assert status == 201, body
 
 
 async def test_lease_returns_204_when_no_job_fits(master: MasterFactory) -> None:
     m = await master()
     async with MasterClient(m.url) as client:
         welcome = await client.register(REG)
-        await _project_with_task(m, {"main": {"action": "x", "types": ["gpu"]}})
+        await m.new_task({"main": {"action": "x", "types": ["gpu"]}})
         started = time.monotonic()
         assert await client.lease(welcome.worker) is None
         assert time.monotonic() - started >= 0.25  # it was held, not answered at once
@@ -87,7 +31,7 @@ async def test_a_waiting_worker_is_handed_a_new_job_at_once(master: MasterFactor
         polling = asyncio.create_task(client.lease(welcome.worker))
         await asyncio.sleep(0.2)
         started = time.monotonic()
-        await _project_with_task(m, {"main": {"action": "echo hi"}})
+        await m.new_task({"main": {"action": "echo hi"}})
         lease = await asyncio.wait_for(polling, 5)
         assert lease is not None and lease.attempt == 1 and lease.action == "echo hi"
         assert time.monotonic() - started < 2.0
@@ -101,7 +45,7 @@ async def test_stale_attempts_are_refused_and_a_repeated_finish_changes_nothing(
     m = await master()
     async with MasterClient(m.url) as client:
         w = (await client.register(REG)).worker
-        await _project_with_task(m, {"main": {"action": "x"}})
+        await m.new_task({"main": {"action": "x"}})
         lease = await client.lease(w)
         assert lease is not None
         with pytest.raises(Stale):
@@ -126,7 +70,7 @@ async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
     m = await master(lease_s=0.5)
     async with MasterClient(m.url) as client:
         w = (await client.register(REG)).worker
-        await _project_with_task(m, {"main": {"action": "x"}, "failure": {"action": "y"}})
+        await m.new_task({"main": {"action": "x"}, "failure": {"action": "y"}})
         assert await client.lease(w) is not None
         await asyncio.sleep(2.0)  # no heartbeat: the worker is gone as far as the master knows
         task = await m.task("p", "t")
@@ -140,7 +84,7 @@ async def test_heartbeats_renew_leases_and_carry_cancels_back(master: MasterFact
     m = await master(lease_s=0.8, heartbeat_s=0.4)
     async with MasterClient(m.url) as client:
         w = (await client.register(REG)).worker
-        await _project_with_task(m, {"main": {"action": "x"}})
+        await m.new_task({"main": {"action": "x"}})
         lease = await client.lease(w)
         assert lease is not None
         for _ in range(5):  # held ~0.4 s each: two seconds, over two leases
@@ -165,7 +109,7 @@ async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) 
         )
         first = await client.lease(w)
         assert first is not None and first.action == "main1"
-        await _project_with_task(m, {"main": {"action": "main2"}}, "b")
+        await m.new_task({"main": {"action": "main2"}}, "b")
         fin = Finish(
             attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
         )
@@ -207,7 +151,7 @@ async def test_bad_input_gets_a_clear_4xx_and_the_master_keeps_serving(
     master: MasterFactory, method: str, path: str, raw: bytes | None, status: int, words: str
 ) -> None:
     m = await master()
-    await _project_with_task(m, {"main": {"action": "x"}})
+    await m.new_task({"main": {"action": "x"}})
     data = io.BytesIO(raw) if raw is not None else None
     async with m.session.request(method, m.url + path, data=data) as r:
         body = await r.json(content_type=None)
@@ -218,7 +162,7 @@ async def test_bad_input_gets_a_clear_4xx_and_the_master_keeps_serving(
 
 async def test_a_duplicate_project_or_task_is_409(master: MasterFactory) -> None:
     m = await master()
-    await _project_with_task(m, {"main": {"action": "x"}})
+    await m.new_task({"main": {"action": "x"}})
     assert (await m.call("POST", "/", {"name": "p"}))[0] == 409
     status, body = await m.call("POST", "/projects/p", {"id": "t", "action": "x"})
     assert status == 409 and body["field"] == "id"

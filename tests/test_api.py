@@ -1,0 +1,68 @@
+"""The user API's listings and reruns, against a real master driven by a worker made by hand."""
+
+from __future__ import annotations
+
+from harness import REG, MasterFactory
+
+from asphalt.protocol import Finish
+from asphalt.worker.client import MasterClient
+
+OK = Finish(attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0)
+
+
+async def test_project_lists_tasks_newest_first_in_pages(master: MasterFactory) -> None:
+    m = await master()
+    for i in range(5):
+        await m.new_task({"main": {"action": "x"}}, f"t{i}")
+    status, page = await m.call("GET", "/projects/p?limit=2")
+    assert status == 200 and [t["id"] for t in page["tasks"]] == ["t4", "t3"]
+    assert (
+        page["tasks"][0]["status"] == "waiting" and "output" not in page["tasks"][0]["jobs"]["main"]
+    )
+    _, page2 = await m.call("GET", page["next"])
+    assert [t["id"] for t in page2["tasks"]] == ["t2", "t1"]
+    _, page3 = await m.call("GET", page2["next"])
+    assert [t["id"] for t in page3["tasks"]] == ["t0"] and page3["next"] is None
+    _, projects = await m.call("GET", "/")
+    assert [p["name"] for p in projects["projects"]] == ["p"]
+
+
+async def test_a_task_id_is_made_when_none_is_given(master: MasterFactory) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    status, task = await m.call("POST", "/projects/p", {"action": "x"})
+    assert status == 201 and len(task["id"]) >= 8 and task["status"] == "waiting"
+    assert task["jobs"]["main"]["reason"].startswith("no live worker")
+
+
+async def test_rerunning_a_job_keeps_its_earlier_attempt(master: MasterFactory) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "x"}, "success": {"action": "y"}})
+        main = await client.lease(w)
+        assert main is not None
+        await client.output(w, main.job, 1, 0, b"first\n")
+        await client.finish(w, main.job, OK)
+        status, body = await m.call("POST", f"/jobs/{main.job}/rerun")
+        assert status == 409 and "not ended" in body["error"]  # success has not run yet
+        success = await client.lease(w)
+        assert success is not None
+        await client.finish(w, success.job, OK)
+
+        status, job = await m.call("POST", f"/jobs/{main.job}/rerun")
+        assert status == 201 and job["state"] == "queued" and job["attempt"] == 1
+        again = await client.lease(w)
+        assert again is not None and (again.job, again.attempt) == (main.job, 2)
+        await client.output(w, main.job, 2, 0, b"second\n")
+        failed = Finish(
+            attempt=2, state="failed", status=1, reason=None, started_at=3.0, ended_at=4.0
+        )
+        await client.finish(w, main.job, failed)
+        _, job = await m.call("GET", f"/jobs/{main.job}")
+        assert (job["attempt"], job["state"], job["output"]) == (2, "failed", "second\n")
+        assert [(a["attempt"], a["state"]) for a in job["attempts"]] == [(1, "succeeded")]
+        async with m.session.get(f"{m.url}/jobs/{main.job}/output?attempt=1") as r:
+            assert await r.text() == "first\n"
+        task = await m.task("p", "t")
+        assert task["jobs"]["success"]["state"] == "skipped"  # main failed this time
