@@ -104,9 +104,7 @@ async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) 
     m = await master()
     async with MasterClient(m.url) as client:
         w = (await client.register(REG)).worker
-        await _project_with_task(
-            m, {"main": {"action": "main1"}, "success": {"action": "react"}}, "a"
-        )
+        await m.new_task({"main": {"action": "main1"}, "success": {"action": "react"}}, "a")
         first = await client.lease(w)
         assert first is not None and first.action == "main1"
         await m.new_task({"main": {"action": "main2"}}, "b")
