@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -27,8 +28,16 @@ USAGE = """asphalt [flags]                 start a master with its own worker on
   asphalt -master HOST:PORT [flags]   start a worker for that master"""
 
 
+class _ExactParser(argparse.ArgumentParser):
+    """argparse that matches flags exactly: even with allow_abbrev=False, Python 3.11 still
+    takes `-por` for `-port` (prefixes of single-dash flags), so a typo would pass unseen."""
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        return []
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _ExactParser(
         prog="asphalt",
         usage=USAGE,
         description="Asphalt: run container jobs across machines from one executable.",
