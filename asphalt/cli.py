@@ -121,8 +121,12 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
 
 async def _run_worker(config: WorkerConfig) -> None:
     runtimes = await detect_runtimes(docker_network=config.docker_network)
-    async with MasterClient(config.master_url) as client:
-        await Agent(config, runtimes, client).run()
+    try:
+        async with MasterClient(config.master_url) as client:
+            await Agent(config, runtimes, client).run()
+    finally:
+        for runtime in runtimes:
+            await runtime.close()
 
 
 async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> None:

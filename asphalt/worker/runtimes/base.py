@@ -59,3 +59,7 @@ class Runtime(Protocol):
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         """Run the job to its end and return its exit code."""
         ...
+
+    async def close(self) -> None:
+        """Release what the runtime holds (connections to a daemon); called once, at stop."""
+        ...

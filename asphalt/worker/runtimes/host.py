@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from .base import JobSpec, OutputSink, RuntimeFailure
@@ -18,8 +18,6 @@ ENV_ATTEMPT = "ASPHALT_ATTEMPT"
 
 _READ_SIZE = 65536
 _POLL_S = 0.05
-# After the job's processes are gone, output still in the pipe is read for at most this long;
-# only a process that left the job's group (setsid) can hold the pipe open longer.
 _DRAIN_S = 2.0
 _PROC = Path("/proc")
 
@@ -67,26 +65,58 @@ async def run_process(
     """
     if not argv:
         raise RuntimeFailure("empty command")
-    loop = asyncio.get_running_loop()
-    # Our own pipe rather than asyncio's: we must be able to stop reading and close it even
-    # while a process that escaped the group still holds the write end.
+    async with output_pipe() as pipe:
+        try:
+            proc = await _spawn(argv, env, pipe.write_fd)
+        finally:
+            os.close(pipe.write_fd)  # the children hold copies; EOF comes when they close them
+        return await _supervise(proc, pipe, spec, sink, grace_s)
+
+
+class OutputPipe:
+    """A pipe that a job (or a thread) writes and the loop reads into a sink.
+
+    Our own rather than asyncio's subprocess pipes: the loop must be able to stop reading and
+    close its end even while a process that escaped the job still holds the write end. A full
+    pipe blocks the writer, so a slow sink slows the job instead of filling memory.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, write_fd: int) -> None:
+        self._reader = reader
+        self._waiting_since: float | None = None
+        self.write_fd = write_fd  # whoever is handed it closes it
+
+    async def copy_to(self, sink: OutputSink) -> None:
+        """Hand what is written to sink, in pieces of up to 64 KiB, until all writers close."""
+        while True:
+            self._waiting_since = time.monotonic()
+            chunk = await self._reader.read(_READ_SIZE)
+            self._waiting_since = None
+            if not chunk:
+                return
+            await sink(chunk)
+
+    def quiet_s(self) -> float:
+        """How long copy_to has been waiting for output (0 while a sink has some)."""
+        return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
+
+
+@contextlib.asynccontextmanager
+async def output_pipe() -> AsyncIterator[OutputPipe]:
+    """An OutputPipe whose read end is closed on exit."""
     read_fd, write_fd = os.pipe()
-    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    file = os.fdopen(read_fd, "rb", buffering=0)
     reader = asyncio.StreamReader(limit=_READ_SIZE)
     try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), file
         )
     except BaseException:
-        pipe.close()
+        file.close()
         os.close(write_fd)
         raise
     try:
-        try:
-            proc = await _spawn(argv, env, write_fd)
-        finally:
-            os.close(write_fd)  # the children hold their copies; EOF comes when they close them
-        return await _supervise(proc, reader, spec, sink, grace_s)
+        yield OutputPipe(reader, write_fd)
     finally:
         transport.close()
 
@@ -105,19 +135,19 @@ async def _spawn(
         )
     except FileNotFoundError as e:
         raise RuntimeFailure(f"executable not found: {argv[0]}") from e
-    except OSError as e:
-        raise RuntimeFailure(f"cannot start {argv[0]}: {e.strerror or e}") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL or `=` where it cannot be
+        raise RuntimeFailure(f"cannot start {argv[0]}: {e}") from e
 
 
 async def _supervise(
     proc: asyncio.subprocess.Process,
-    reader: asyncio.StreamReader,
+    pipe: OutputPipe,
     spec: JobSpec,
     sink: OutputSink,
     grace_s: float,
 ) -> int:
     group = _JobProcesses(proc.pid, spec)
-    pumping = asyncio.create_task(_pump(reader, sink))
+    pumping = asyncio.create_task(pipe.copy_to(sink))
     exiting = asyncio.create_task(proc.wait())
     try:
         await asyncio.wait({pumping, exiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -125,7 +155,10 @@ async def _supervise(
             pumping.result()  # a failing sink stops the job
         returncode = await exiting
         await group.stop(grace_s)
-        await asyncio.wait({pumping}, timeout=_DRAIN_S)
+        # All the output is read, however slow the sink; but a pipe that stays quiet this long
+        # is held by a process that left the job, and waiting on would never end.
+        while not pumping.done() and pipe.quiet_s() < _DRAIN_S:
+            await asyncio.wait({pumping}, timeout=_POLL_S)
         if pumping.done():
             pumping.result()
         return exit_code(returncode)
@@ -137,11 +170,6 @@ async def _supervise(
         for task in (pumping, exiting):
             task.cancel()
         await asyncio.gather(pumping, exiting, return_exceptions=True)
-
-
-async def _pump(reader: asyncio.StreamReader, sink: OutputSink) -> None:
-    while chunk := await reader.read(_READ_SIZE):
-        await sink(chunk)
 
 
 class _JobProcesses:

@@ -1,0 +1,145 @@
+"""The singularity runtime: `singularity exec --cleanenv` per job (the one importer of spython)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spython.main import get_client
+
+from .base import JobSpec, OutputSink, RuntimeFailure
+from .host import job_env, run_process
+
+# The URI schemes `singularity pull` (and spython) accept; images named so are pulled to the
+# cache once and run from there. Other schemes (docker-daemon://, oci-archive://...) go
+# straight to `exec`, and a name with no scheme is a docker image, as in the docker runtime.
+_PULLED = ("docker", "library", "shub", "oras", "https")
+_PATHLIKE = re.compile(r"^(/|\./|\.\./|~)|\.(sif|simg|img)$")
+
+
+class SingularityRuntime:
+    """Runs each job as `sh -c ACTION` (or an argv) with `singularity exec --cleanenv IMAGE`."""
+
+    name = "singularity"
+
+    def __init__(self, *, binary: str | None = None, cache_dir: Path | str | None = None) -> None:
+        self._binary = binary or shutil.which("singularity") or shutil.which("apptainer")
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+        self._pulls: dict[str, asyncio.Lock] = {}
+
+    async def available(self) -> bool:
+        return self._binary is not None and os.access(self._binary, os.X_OK)
+
+    async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
+        if self._binary is None:
+            raise RuntimeFailure("singularity (or apptainer) is not installed on this worker")
+        if not spec.container:
+            raise RuntimeFailure("the singularity runtime needs a container image")
+        image = await self._image(spec.container)
+        command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
+        flags, prefixed = env_flags({**spec.env, **job_env(spec)}, self._env_prefix())
+        argv = [self._binary, "exec", "--cleanenv", *flags, image, *command]
+        # The markers go on singularity's own process too, so its whole tree can be found.
+        env = {**os.environ, **prefixed, **job_env(spec)}
+        return await run_process(argv, env=env, spec=spec, sink=sink, grace_s=grace_s)
+
+    async def close(self) -> None:
+        """Nothing to release; here so every runtime can be closed the same way."""
+
+    async def _image(self, container: str) -> str:
+        """The image argument for `exec`: a local path, or what a pull put in the cache."""
+        uri = await asyncio.to_thread(_resolve, container)
+        if "://" not in uri or uri.split("://", 1)[0] not in _PULLED:
+            return uri
+        target = self._cache_dir / _cache_name(uri)
+        # One pull per image at a time; the jobs that waited find it in the cache.
+        async with self._pulls.setdefault(uri, asyncio.Lock()):
+            await asyncio.to_thread(self._pull, uri, target)
+        return str(target)
+
+    def _pull(self, uri: str, target: Path) -> None:
+        """Pull uri to target with spython (in a thread); a partial pull is never in the cache."""
+        assert self._binary is not None
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+        try:
+            _spython(self._binary).pull(
+                uri, name=partial.name, pull_folder=str(target.parent), capture=True, quiet=True
+            )
+            if not partial.is_file():  # spython does not report a failed pull
+                raise RuntimeFailure(f"image not found: {uri}")
+            partial.replace(target)
+        except (OSError, SystemExit) as e:  # spython exits the process on some errors
+            raise RuntimeFailure(f"image not found: {uri}") from e
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _env_prefix(self) -> str:
+        assert self._binary is not None
+        return "APPTAINERENV_" if "apptainer" in Path(self._binary).name else "SINGULARITYENV_"
+
+
+def env_flags(env: Mapping[str, str], prefix: str) -> tuple[list[str], dict[str, str]]:
+    """`--env K=V` flags for env, and `{prefix}K` variables for what a flag cannot carry.
+
+    singularity parses `--env` with pflag's string-to-string flag: one `=` is taken as is
+    (after trimming `"` from both ends), two or more make it read the value as a CSV record.
+    """
+    flags: list[str] = []
+    prefixed: dict[str, str] = {}
+    for key, value in env.items():
+        pair = f"{key}={value}"
+        if "=" not in value and not value.endswith('"') and not key.startswith('"'):
+            flags += ["--env", pair]
+        elif "=" in value and "\r" not in pair:
+            flags += ["--env", '"' + pair.replace('"', '""') + '"']
+        else:
+            prefixed[prefix + key] = value
+    return flags, prefixed
+
+
+def _resolve(container: str) -> str:
+    """A local image's path, or a URI: a bare name is a docker image, as for docker jobs."""
+    if "://" in container:
+        return container
+    path = Path(container).expanduser()
+    if path.exists():
+        return str(path)
+    if _PATHLIKE.search(container):
+        raise RuntimeFailure(f"image not found: {container}")
+    return f"docker://{container}"
+
+
+def _spython(binary: str) -> Any:
+    """A spython client that runs `binary` (spython itself always runs `singularity`)."""
+    client = get_client(quiet=True)
+
+    def command(action: str | list[str], flags: list[str] | None = None) -> list[str]:
+        return [
+            binary,
+            "--quiet",
+            *(flags or []),
+            *([action] if isinstance(action, str) else action),
+        ]
+
+    client._init_command = command
+    return client
+
+
+def _cache_name(uri: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", uri.split("://", 1)[1])[-80:]
+    return f"{readable}-{hashlib.sha256(uri.encode()).hexdigest()[:12]}.sif"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asphalt" / "singularity"

@@ -1,0 +1,218 @@
+"""SingularityRuntime through a stand-in `singularity`: no real one is installed on this machine.
+
+The stand-in records its argv, parses `--env` as singularity's flag library (pflag's
+string-to-string flag) does, honours SINGULARITYENV_/APPTAINERENV_, runs the command with
+only that environment (as --cleanenv does), and implements `pull --name NAME URI` for the
+`asphalt-test/*` docker images only. Everything else about the runtime is real: processes,
+process groups, signals, spython's pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from asphalt.worker.runtimes import JobSpec, RuntimeFailure, SingularityRuntime
+from asphalt.worker.runtimes.singularity import env_flags
+
+FAKE = """#!{python}
+import csv, json, os, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(sys.argv) + "\\n")
+while args and args[0] in ("--quiet", "-q", "--debug", "-d"):
+    args.pop(0)
+if args == ["--version"]:
+    print("singularity-ce version 0.0.0-stand-in")
+elif args[0] == "pull":
+    name, uri = args[args.index("--name") + 1], args[-1]
+    if not uri.startswith("docker://asphalt-test/"):
+        sys.exit(f"FATAL: While making image from oci registry: {{uri}} not found")
+    with open(name, "w") as image:
+        image.write(uri)
+elif args[0] == "exec":
+    args.pop(0)
+    env = {{}} if "--cleanenv" in args else dict(os.environ)
+    for key, value in os.environ.items():
+        for prefix in ("SINGULARITYENV_", "APPTAINERENV_"):
+            if key.startswith(prefix):
+                env[key[len(prefix):]] = value
+    while args[0].startswith("-"):
+        flag = args.pop(0)
+        if flag == "--env":
+            value = args.pop(0)
+            pairs = [value.strip('"')] if value.count("=") == 1 else next(csv.reader([value]))
+            env.update(pair.split("=", 1) for pair in pairs)
+    image, command = args[0], args[1:]
+    if "://" not in image and not os.path.exists(image):
+        sys.exit(f"FATAL: could not open image {{image}}: no such file")
+    os.execvpe(command[0], command, env)
+"""
+
+
+class Output:
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.first = asyncio.Event()
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.pieces.append(chunk)
+        self.first.set()
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.pieces).decode()
+
+
+class Fake:
+    def __init__(self, tmp_path: Path, name: str = "singularity") -> None:
+        self.calls_file = tmp_path / "calls.jsonl"
+        self.binary = tmp_path / "bin" / name
+        self.binary.parent.mkdir(exist_ok=True)
+        self.binary.write_text(FAKE.format(python=sys.executable, log=str(self.calls_file)))
+        self.binary.chmod(0o755)
+        self.image = tmp_path / "busybox.sif"
+        self.image.write_text("a local image")
+        self.cache = tmp_path / "cache"
+
+    def runtime(self) -> SingularityRuntime:
+        return SingularityRuntime(binary=str(self.binary), cache_dir=self.cache)
+
+    def calls(self, verb: str) -> list[list[str]]:
+        lines = self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
+        return [call for call in map(json.loads, lines) if verb in call]
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Fake:
+    return Fake(tmp_path)
+
+
+def spec(container: str | Path, action: str | list[str], **env: str) -> JobSpec:
+    job_id = f"sing-{uuid.uuid4().hex[:8]}"
+    return JobSpec(job_id=job_id, attempt=4, action=action, container=str(container), env=env)
+
+
+def read_pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+async def test_available_only_when_a_binary_is_found(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert not await SingularityRuntime().available()
+    monkeypatch.setenv("PATH", str(fake.binary.parent))
+    assert await SingularityRuntime().available()
+    assert await fake.runtime().available()
+
+
+async def test_without_a_binary_a_job_is_a_runtime_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeFailure, match="not installed"):
+        await SingularityRuntime().run(spec("x.sif", "true"), Output(), grace_s=1)
+
+
+async def test_the_command_line_is_exec_cleanenv_env_image_sh_c(fake: Fake) -> None:
+    job = spec(fake.image, "exit 3", GREETING="hi")
+    assert await fake.runtime().run(job, Output(), grace_s=1) == 3
+    env = ["--env", "GREETING=hi", "--env", f"ASPHALT_JOB_ID={job.job_id}"]
+    env += ["--env", "ASPHALT_ATTEMPT=4"]
+    exec_ = [str(fake.binary), "exec", "--cleanenv", *env, str(fake.image), "sh", "-c", "exit 3"]
+    assert fake.calls("exec") == [exec_]
+
+
+async def test_the_job_sees_only_its_own_env(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_SECRET", "not for jobs")
+    out = Output()
+    await fake.runtime().run(spec(fake.image, ["env"], GREETING="hi"), out, grace_s=1)
+    names = {line.split("=", 1)[0] for line in out.text.splitlines()}
+    assert names == {"GREETING", "ASPHALT_JOB_ID", "ASPHALT_ATTEMPT"}
+
+
+@pytest.mark.parametrize("binary", ["singularity", "apptainer"])
+async def test_awkward_env_values_arrive_intact(tmp_path: Path, binary: str) -> None:
+    awkward = {"A": "a,b", "B": 'say "hi"', "C": "x=1,y=2", "D": 'q="', "E": "", "F": "p=\r"}
+    fake = Fake(tmp_path, binary)
+    job = spec(fake.image, 'printf \'[%s]\\n\' "$A" "$B" "$C" "$D" "$E" "$F"', **awkward)
+    out = Output()
+    await fake.runtime().run(job, out, grace_s=1)
+    assert out.text == "".join(f"[{value}]\n" for value in awkward.values())
+
+
+def test_env_flags_fall_back_to_prefixed_variables_only_where_a_flag_cannot_carry_it() -> None:
+    flags, prefixed = env_flags({"A": "1", "B": "x=y", "C": 'ends"'}, "SINGULARITYENV_")
+    assert flags == ["--env", "A=1", "--env", '"B=x=y"']
+    assert prefixed == {"SINGULARITYENV_C": 'ends"'}
+
+
+async def test_output_reaches_the_sink_while_the_job_still_runs(fake: Fake) -> None:
+    out = Output()
+    job = spec(fake.image, "echo first; sleep 2; echo last >&2")
+    run = asyncio.create_task(fake.runtime().run(job, out, grace_s=1))
+    await asyncio.wait_for(out.first.wait(), 5)
+    assert not run.done()
+    assert await run == 0
+    assert out.text == "first\nlast\n"
+
+
+async def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(
+    fake: Fake, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    action = f"trap '' TERM; sleep 100 & echo $! >{pids}; echo $$ >>{pids}; wait; wait"
+    run = asyncio.create_task(fake.runtime().run(spec(fake.image, action), Output(), grace_s=0.5))
+    for _ in range(200):
+        if len(read_pids(pids)) == 2:
+            break
+        await asyncio.sleep(0.02)
+    started = time.monotonic()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert 0.5 <= time.monotonic() - started < 3
+    assert not any(map(alive, read_pids(pids)))
+
+
+async def test_a_docker_image_is_pulled_once_into_the_cache(fake: Fake) -> None:
+    runtime = fake.runtime()
+    for _ in range(2):
+        await runtime.run(spec("docker://asphalt-test/busybox:1", "true"), Output(), grace_s=1)
+    [pull] = fake.calls("pull")
+    assert pull[-1] == "docker://asphalt-test/busybox:1"
+    [cached] = fake.cache.iterdir()
+    assert cached.read_text() == "docker://asphalt-test/busybox:1"
+    assert [call[-4] for call in fake.calls("exec")] == [str(cached), str(cached)]
+
+
+async def test_a_bare_name_is_a_docker_image(fake: Fake) -> None:
+    await fake.runtime().run(spec("asphalt-test/busybox", "true"), Output(), grace_s=1)
+    assert fake.calls("pull")[0][-1] == "docker://asphalt-test/busybox"
+
+
+async def test_an_image_that_cannot_be_pulled_is_not_found_and_not_cached(fake: Fake) -> None:
+    with pytest.raises(RuntimeFailure, match="image not found: docker://nowhere/missing"):
+        await fake.runtime().run(spec("docker://nowhere/missing", "true"), Output(), grace_s=1)
+    assert not fake.calls("exec")
+    assert list(fake.cache.iterdir()) == []
+
+
+async def test_a_missing_local_image_is_not_found(fake: Fake, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeFailure, match=r"image not found: .*/missing\.sif"):
+        await fake.runtime().run(spec(tmp_path / "missing.sif", "true"), Output(), grace_s=1)
