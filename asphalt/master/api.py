@@ -37,20 +37,20 @@ def _run(request: web.Request, task: Task) -> Run:
     return run
 
 
-@routes.get("/")
+@routes.get("/", name="projects")
 async def list_projects(request: web.Request) -> web.Response:
     projects = request.app[SCHEDULER].store.projects()
     return reply({"projects": [p.view() for p in sorted(projects, key=lambda p: p.name)]})
 
 
-@routes.post("/")
+@routes.post("/", name="create_project")
 async def create_project(request: web.Request) -> web.Response:
     given = parse_project(await read_json(request))
     project = request.app[SCHEDULER].create_project(given.name, given.id)
     return reply(project.view(), 201)
 
 
-@routes.get("/projects/{project}")
+@routes.get("/projects/{project}", name="project")
 async def show_project(request: web.Request) -> web.Response:
     scheduler, project = _project(request)
     limit = parse_limit(request.query.get("limit"))
@@ -66,27 +66,27 @@ async def show_project(request: web.Request) -> web.Response:
     return reply(body)
 
 
-@routes.post("/projects/{project}")
+@routes.post("/projects/{project}", name="create_task")
 async def create_task(request: web.Request) -> web.Response:
     scheduler, project = _project(request)
     task = scheduler.create_task(project, parse_task(await read_json(request)))
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 
-@routes.get("/projects/{project}/tasks/{task}")
+@routes.get("/projects/{project}/tasks/{task}", name="task")
 async def show_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     return reply(render.task_view(scheduler, project, task, _run(request, task)))
 
 
-@routes.post("/projects/{project}/tasks/{task}/rerun")
+@routes.post("/projects/{project}/tasks/{task}/rerun", name="rerun_task")
 async def rerun_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     task = scheduler.rerun_task(project, task)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 
-@routes.post("/projects/{project}/tasks/{task}/cancel")
+@routes.post("/projects/{project}/tasks/{task}/cancel", name="cancel_task")
 async def cancel_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     scheduler.cancel_task(task)
@@ -98,19 +98,19 @@ def _job(request: web.Request) -> tuple[Scheduler, Job]:
     return scheduler, scheduler.job(request.match_info["job"])
 
 
-@routes.get("/jobs/{job}")
+@routes.get("/jobs/{job}", name="job")
 async def show_job(request: web.Request) -> web.Response:
     scheduler, job = _job(request)
     return reply(render.job_view(scheduler, job))
 
 
-@routes.post("/jobs/{job}/rerun")
+@routes.post("/jobs/{job}/rerun", name="rerun_job")
 async def rerun_job(request: web.Request) -> web.Response:
     scheduler, job = _job(request)
     return reply(render.job_view(scheduler, scheduler.rerun_job(job)), 201)
 
 
-@routes.get("/jobs/{job}/output")
+@routes.get("/jobs/{job}/output", name="job_output")
 async def job_output(request: web.Request) -> web.StreamResponse:
     scheduler, job = _job(request)
     attempt = _attempt(request, job)
@@ -140,8 +140,9 @@ async def _follow(
     response.content_type = "text/event-stream" if sse else "text/plain"
     response.charset = "utf-8"
     await response.prepare(request)
-    resume = request.headers.get("Last-Event-ID", "")
-    offset = int(resume) if sse and resume.isdigit() else 0
+    # EventSource resends the last id it saw when it reconnects; a page starts it at ?from=.
+    resume = request.headers.get("Last-Event-ID") or request.query.get("from", "")
+    offset = int(resume) if resume.isdigit() else 0
     while True:
         current = scheduler.store.job(job.id) or job
         if attempt == 0:
@@ -184,7 +185,7 @@ def _sse(event: str, text: str, offset: int) -> bytes:
     return f"event: {event}\nid: {offset}\n{lines}\n".encode()
 
 
-@routes.get("/workers")
+@routes.get("/workers", name="workers")
 async def list_workers(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     return reply({"workers": scheduler.registry.views(scheduler.now_m())})

@@ -14,6 +14,7 @@ from asphalt.master.http import MAX_BODY, SCHEDULER, errors
 from asphalt.master.reaper import reap_forever
 from asphalt.master.scheduler import Scheduler
 from asphalt.master.store import Store
+from asphalt.web import app as pages
 
 
 def build_app(config: MasterConfig) -> web.Application:
@@ -25,6 +26,7 @@ def build_app(config: MasterConfig) -> web.Application:
     app[SCHEDULER] = scheduler
     app.add_routes(dispatch.routes)
     app.add_routes(api.routes)
+    pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
     return app

@@ -14,12 +14,13 @@ TASK_OUTPUT_TAIL = 64 << 10
 def output_text(scheduler: Scheduler, job: Job, *, tail: int | None = None) -> str:
     if job.attempt == 0:
         return ""
-    data = scheduler.store.output(job.id, job.attempt)
-    if tail is not None and len(data) > tail:
-        cut = len(data) - tail
+    size = scheduler.store.output_size(job.id, job.attempt)
+    if tail is not None and size > tail:
+        cut = size - tail
+        data = scheduler.store.output(job.id, job.attempt, cut)
         head = f"[asphalt: {cut} earlier bytes not shown; all of it: /jobs/{job.id}/output]\n"
-        return head + data[cut:].decode("utf-8", "replace")
-    return data.decode("utf-8", "replace")
+        return head + data.decode("utf-8", "replace")
+    return scheduler.store.output(job.id, job.attempt).decode("utf-8", "replace")
 
 
 def job_view(

@@ -382,6 +382,9 @@ class Scheduler:
             return f"no live worker that fits it has the {spec.runtime} runtime"
         return "waiting for a free slot"
 
+    def running_count(self) -> int:
+        return len(self._leases)
+
     def close(self) -> None:
         """The master is stopping: answer long-polls and wake every held request now."""
         self.closing = True

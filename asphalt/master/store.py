@@ -236,6 +236,12 @@ class Store:
 
         return self._write(fn)
 
+    def output_size(self, job_id: str, attempt: int) -> int:
+        """How many bytes of the attempt's output are stored."""
+        with self._env.begin() as txn:
+            meta = txn.get(_out_prefix(job_id, attempt), db=self._db["outmeta"])
+        return int(msgpack.unpackb(meta)[1]) if meta else 0
+
     def output(self, job_id: str, attempt: int, start: int = 0) -> bytes:
         """The stored output of one attempt from byte `start` on."""
         prefix = _out_prefix(job_id, attempt)

@@ -1,0 +1,1 @@
+"""The browser UI: server-rendered pages on the same URLs as the JSON API."""

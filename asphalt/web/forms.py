@@ -1,0 +1,119 @@
+"""Form posts from the pages: the same endpoints as the API, answered with a redirect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from asphalt.errors import AsphaltError, BadRequest
+from asphalt.master.http import SCHEDULER
+from asphalt.master.inputs import parse_project, parse_task
+from asphalt.web import guard
+
+FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[str]]
+
+
+def is_form(request: web.Request) -> bool:
+    return request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def handle(request: web.Request, action: FormHandler) -> web.StreamResponse | None:
+    """Run a form post, or None when the body is not a form from our pages (curl's JSON)."""
+    form = await request.post()
+    if guard.FIELD not in form:
+        return None
+    back = request.headers.get("Referer") or "/"
+    if not guard.valid(request, str(form[guard.FIELD])):
+        raise web.HTTPSeeOther(_with_error(back, "the form had expired; try again"))
+    fields = MultiDictProxy(form) if not isinstance(form, MultiDictProxy) else form
+    try:
+        target = await action(request, fields)  # type: ignore[arg-type]
+    except AsphaltError as e:
+        raise web.HTTPSeeOther(_with_error(back, e.message)) from e
+    raise web.HTTPSeeOther(target)
+
+
+def _with_error(url: str, message: str) -> str:
+    base = url.split("?", 1)[0]
+    return f"{base}?error={quote(message)}"
+
+
+async def create_project(request: web.Request, form: MultiDictProxy[str]) -> str:
+    given = parse_project({"name": form.get("name", "").strip()})
+    project = request.app[SCHEDULER].create_project(given.name, None)
+    return f"/projects/{project.id}"
+
+
+def _job_from_form(form: MultiDictProxy[str]) -> dict[str, Any]:
+    job: dict[str, Any] = {"action": form.get("action", "")}
+    if container := form.get("container", "").strip():
+        job["container"] = container
+    if runtime := form.get("runtime", "").strip():
+        job["runtime"] = runtime
+    if timeout := form.get("timeout", "").strip():
+        try:
+            job["timeout"] = float(timeout)
+        except ValueError as e:
+            raise BadRequest(
+                "timeout must be a number of seconds", field="jobs.main.timeout"
+            ) from e
+    if types := form.get("types", "").strip():
+        job["types"] = [t.strip() for t in types.split(",") if t.strip()]
+    env: dict[str, str] = {}
+    for line in form.get("env", "").splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise BadRequest(
+                f"env lines are NAME=value; {line.strip()!r} is not", field="jobs.main.env"
+            )
+        env[name.strip()] = value
+    if env:
+        job["env"] = env
+    return job
+
+
+async def create_task(request: web.Request, form: MultiDictProxy[str]) -> str:
+    scheduler = request.app[SCHEDULER]
+    project = scheduler.project(request.match_info["project"])
+    body: dict[str, Any] = {"jobs": {"main": _job_from_form(form)}}
+    if task_id := form.get("id", "").strip():
+        body["id"] = task_id
+    task = scheduler.create_task(project, parse_task(body))
+    return f"/projects/{project.id}/tasks/{task.id}"
+
+
+async def rerun_task(request: web.Request, form: MultiDictProxy[str]) -> str:
+    scheduler = request.app[SCHEDULER]
+    project = scheduler.project(request.match_info["project"])
+    task = scheduler.rerun_task(project, scheduler.task(project, request.match_info["task"]))
+    return f"/projects/{project.id}/tasks/{task.id}"
+
+
+async def cancel_task(request: web.Request, form: MultiDictProxy[str]) -> str:
+    scheduler = request.app[SCHEDULER]
+    project = scheduler.project(request.match_info["project"])
+    task = scheduler.task(project, request.match_info["task"])
+    scheduler.cancel_task(task)
+    return f"/projects/{project.id}/tasks/{task.id}"
+
+
+async def rerun_job(request: web.Request, form: MultiDictProxy[str]) -> str:
+    scheduler = request.app[SCHEDULER]
+    job = scheduler.rerun_job(scheduler.job(request.match_info["job"]))
+    return f"/jobs/{job.id}"
+
+
+# Route names of the API whose POST a page's form may send.
+FORMS: dict[str, FormHandler] = {
+    "create_project": create_project,
+    "create_task": create_task,
+    "rerun_task": rerun_task,
+    "cancel_task": cancel_task,
+    "rerun_job": rerun_job,
+}

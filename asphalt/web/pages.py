@@ -1,0 +1,155 @@
+"""The pages: dashboard, project, task, job and workers, built from the API's own views."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from asphalt.master import render
+from asphalt.master.http import SCHEDULER
+from asphalt.master.inputs import parse_limit
+from asphalt.master.scheduler import Scheduler
+from asphalt.model import JobState
+from asphalt.web import guard
+from asphalt.web.format import strip_ansi
+
+PAGE_TAIL = 64 << 10  # the output a page shows; the whole of it is one link away
+RECENT_S = 24 * 3600
+
+
+def _page(request: web.Request, template: str, context: dict[str, Any]) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    context.setdefault("live", False)
+    context["csrf"] = guard.token(request)
+    context["error"] = request.query.get("error")
+    context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
+    response = aiohttp_jinja2.render_template(template, request, context)
+    response.headers["Cache-Control"] = "no-store"
+    guard.remember(request, response)
+    return response
+
+
+def _in_flight(task: dict[str, Any]) -> bool:
+    return bool(task["status"] != "complete")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    projects: list[dict[str, Any]] = []
+    failed = 0
+    since = time.time() - RECENT_S
+    for project in sorted(scheduler.store.projects(), key=lambda p: p.name):
+        tasks = scheduler.store.tasks(project.id, limit=5)
+        views = [render.task_view(scheduler, project, t, t.current, output=False) for t in tasks]
+        failed += sum(
+            1
+            for t in scheduler.store.tasks(project.id, limit=50)
+            if t.created_at >= since and _outcome(scheduler, t) == "failed"
+        )
+        projects.append({"project": project.view(), "tasks": views})
+    workers = scheduler.registry.views(scheduler.now_m())
+    live = any(_in_flight(t) for p in projects for t in p["tasks"])
+    return _page(
+        request,
+        "dashboard.html",
+        {
+            "projects": projects,
+            "workers": workers,
+            "failed": failed,
+            "live": live,
+            "title": "Asphalt",
+        },
+    )
+
+
+def _outcome(scheduler: Scheduler, task: Any) -> str | None:
+    outcome: str | None = render.run_summary(scheduler, task.current)["outcome"]
+    return outcome
+
+
+async def project(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    project = scheduler.project(request.match_info["project"])
+    limit = parse_limit(request.query.get("limit"), default=25)
+    before = scheduler.task(project, request.query["before"]) if "before" in request.query else None
+    tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
+    views = [
+        render.task_view(scheduler, project, t, t.current, output=False) for t in tasks[:limit]
+    ]
+    older = f"?limit={limit}&before={tasks[limit - 1].id}" if len(tasks) > limit else None
+    context = {
+        "project": project.view(),
+        "tasks": views,
+        "older": older,
+        "paged": before is not None,
+        "live": any(_in_flight(t) for t in views),
+        "title": project.name,
+    }
+    return _page(request, "project.html", context)
+
+
+async def task(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    project = scheduler.project(request.match_info["project"])
+    task = scheduler.task(project, request.match_info["task"])
+    raw = request.query.get("run", "")
+    run = task.run_number(int(raw)) if raw.isdigit() else task.current
+    if run is None:
+        raise web.HTTPFound(request.path)
+    view = render.task_view(scheduler, project, task, run, output=False)
+    for job in view["jobs"].values():
+        job_record = scheduler.job(job["id"])
+        job["output"] = strip_ansi(render.output_text(scheduler, job_record, tail=8 << 10))
+    runs = [render.run_summary(scheduler, r) for r in reversed(task.runs)]
+    context = {
+        "project": project.view(),
+        "task": view,
+        "runs": runs,
+        "current": run.number == task.current.number,
+        "live": _in_flight(view),
+        "title": f"{task.id} · {project.name}",
+    }
+    return _page(request, "task.html", context)
+
+
+async def job(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    record = scheduler.job(request.match_info["job"])
+    project = scheduler.project(record.project)
+    view = render.job_view(scheduler, record, output=False)
+    size = scheduler.store.output_size(record.id, record.attempt) if record.attempt else 0
+    start = max(0, size - PAGE_TAIL)
+    data = scheduler.store.output(record.id, record.attempt, start) if record.attempt else b""
+    if start:
+        newline = data.find(b"\n")
+        if 0 <= newline < len(data) - 1:
+            start, data = start + newline + 1, data[newline + 1 :]
+    context = {
+        "project": project.view(),
+        "job": view,
+        "output": strip_ansi(data.decode("utf-8", "replace")),
+        "offset": start + len(data),
+        "hidden": start,
+        "live": record.state in (JobState.QUEUED, JobState.RUNNING),
+        "title": f"{record.role} of {record.task} · {project.name}",
+    }
+    return _page(request, "job.html", context)
+
+
+async def workers(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    views = scheduler.registry.views(scheduler.now_m())
+    return _page(request, "workers.html", {"workers": views, "live": True, "title": "Workers"})
+
+
+# Route names of the API (asphalt/master/api.py) whose GET a browser sees as a page.
+PAGES = {
+    "projects": dashboard,
+    "project": project,
+    "task": task,
+    "job": job,
+    "workers": workers,
+}
