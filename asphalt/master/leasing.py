@@ -1,0 +1,212 @@
+"""The worker side of the scheduler: leases, heartbeats, output and finishes, fenced by attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from asphalt import log
+from asphalt.config import MasterConfig
+from asphalt.errors import Conflict, NotFound
+from asphalt.master import reactions
+from asphalt.master.queues import Queues, Waiter
+from asphalt.master.signals import Signals
+from asphalt.master.store import Store
+from asphalt.master.workers import Registry
+from asphalt.model import Job, JobState, Role, Worker
+from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease, Registration
+
+_log = log.get("asphalt.scheduler")
+
+
+@dataclass(slots=True)
+class Held:
+    """A lease in memory: which worker holds which attempt, and until when (monotonic)."""
+
+    worker: str
+    attempt: int
+    deadline_m: float
+
+
+class Leasing:
+    """Mixed into Scheduler, which supplies the state below and `_end`, `job`."""
+
+    store: Store
+    config: MasterConfig
+    queues: Queues
+    signals: Signals
+    registry: Registry
+    now: Callable[[], float]
+    now_m: Callable[[], float]
+    closing: bool
+    _leases: dict[str, Held]
+
+    def job(self, job_id: str) -> Job:
+        raise NotImplementedError
+
+    def _end(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, job: Job) -> None:
+        waiter = self.queues.push(job)
+        if waiter is not None:
+            waiter.future.set_result(self._lease(job, waiter.worker))
+
+    def _lease(self, job: Job, worker: Worker) -> Job:
+        job = job.to(
+            JobState.RUNNING,
+            worker=worker.id,
+            attempt=job.attempt + 1,
+            started_at=self.now(),
+            reason=None,
+        )
+        self.store.save(jobs=[job])
+        self._leases[job.id] = Held(worker.id, job.attempt, self.now_m() + self.config.lease_s)
+        self.registry.running.setdefault(worker.id, set()).add(job.id)
+        _log.info("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
+        self.signals.notify(f"job:{job.id}")
+        return job
+
+    def register(self, reg: Registration) -> Worker:
+        worker = self.registry.register(reg, now=self.now(), now_m=self.now_m())
+        self.store.save_worker(worker)
+        _log.info("worker_registered", worker=worker.id, name=worker.name, types=worker.types)
+        return worker
+
+    def worker(self, worker_id: str) -> Worker:
+        worker = self.registry.get(worker_id)
+        if worker is None:
+            raise NotFound(f"unknown worker {worker_id!r}; register again", field="worker")
+        return worker
+
+    async def lease(self, worker: Worker, connected: Callable[[], bool]) -> Lease | None:
+        """Hand the worker a job, waiting up to the poll hold for one to arrive."""
+        self.registry.touch(worker.id, now=self.now(), now_m=self.now_m())
+        if self.closing:
+            return None
+        job = self.queues.take(worker)
+        if job is not None:
+            return self.lease_message(self._lease(job, worker))
+        waiter = Waiter(worker, connected=connected)
+        self.queues.wait(waiter)
+        try:
+            await asyncio.wait({waiter.future}, timeout=self.config.poll_hold_s)
+        finally:
+            self.queues.forget(waiter)
+            if not waiter.future.done():
+                waiter.future.cancel()
+            elif not connected():  # leased just as the worker went away: run it elsewhere
+                self._release(waiter.future.result())
+        if waiter.future.cancelled():
+            return None
+        return self.lease_message(waiter.future.result())
+
+    def lease_message(self, job: Job) -> Lease:
+        main = None
+        if job.role is not Role.MAIN:
+            task = self.store.task(job.project, job.task)
+            run = task.run_number(job.run) if task else None
+            main = self.store.job(run.jobs[Role.MAIN]) if run else None
+        env = {**job.spec.env, **reactions.environment(job, main)}
+        spec = job.spec
+        return Lease(
+            job=job.id,
+            attempt=job.attempt,
+            action=spec.action,
+            container=spec.container,
+            env=env,
+            timeout=spec.timeout,
+            runtime=spec.runtime,
+        )
+
+    def _release(self, job: Job) -> None:
+        """Put back a job that was leased but never reached its worker."""
+        fresh = self.store.job(job.id)
+        if fresh is None or fresh.state is not JobState.RUNNING or fresh.attempt != job.attempt:
+            return
+        self._drop_lease(fresh)
+        back = replace(fresh.requeued(), attempt=fresh.attempt - 1, history=fresh.history)
+        self.store.save(jobs=[back])
+        self._enqueue(back)
+
+    def _drop_lease(self, job: Job) -> None:
+        held = self._leases.pop(job.id, None)
+        if held is not None:
+            self.registry.running.get(held.worker, set()).discard(job.id)
+
+    def _held(self, worker: Worker, job_id: str, attempt: int) -> Job:
+        """The job, if this worker holds this attempt of it; else 409 (or 404)."""
+        job = self.job(job_id)
+        if job.worker != worker.id or job.attempt != attempt:
+            raise Conflict(f"attempt {attempt} of job {job_id} is not leased to this worker")
+        return job
+
+    async def heartbeat(self, worker: Worker, beat: Heartbeat) -> HeartbeatReply:
+        """Renew leases; hold the answer up to one heartbeat for a cancel to carry back."""
+        now_m = self.now_m()
+        self.store.save_worker(self.registry.touch(worker.id, now=self.now(), now_m=now_m))
+        forget = []
+        for job_id, attempt in beat.running:
+            held = self._leases.get(job_id)
+            if held and held.worker == worker.id and held.attempt == attempt:
+                held.deadline_m = now_m + self.config.lease_s
+            else:
+                forget.append(job_id)
+        cancel = self._cancels(worker)
+        if not cancel and not forget:
+            await self.signals.wait(f"worker:{worker.id}", self.config.heartbeat_s)
+            cancel = self._cancels(worker)
+        return HeartbeatReply(cancel=cancel, forget=forget)
+
+    def _cancels(self, worker: Worker) -> list[str]:
+        ids = sorted(self.registry.running.get(worker.id, ()))
+        return [j.id for j in self.store.jobs(ids) if j.cancel_requested]
+
+    def output(self, worker: Worker, job_id: str, attempt: int, offset: int, data: bytes) -> int:
+        job = self._held(worker, job_id, attempt)
+        if job.state is not JobState.RUNNING:
+            raise Conflict(f"job {job_id} has ended; its output is closed")
+        received = self.store.append_output(job_id, attempt, offset, data, self.config.output_cap)
+        self.signals.notify(f"job:{job_id}")
+        return received
+
+    def finish(self, worker: Worker, job_id: str, fin: Finish) -> Job:
+        job = self._held(worker, job_id, fin.attempt)
+        if job.state.terminal:  # the same report again, after a lost answer
+            return job
+        state = JobState(fin.state)
+        ended = job.to(
+            state,
+            status=fin.status,
+            reason=fin.reason,
+            started_at=fin.started_at,
+            ended_at=fin.ended_at,
+        )
+        self._end(ended)
+        return ended
+
+    def expire_leases(self) -> None:
+        """End the jobs whose worker stopped renewing their lease."""
+        now_m = self.now_m()
+        for job_id, held in list(self._leases.items()):
+            if held.deadline_m > now_m:
+                continue
+            job = self.store.job(job_id)
+            if job is None or job.state is not JobState.RUNNING:
+                self._leases.pop(job_id, None)
+                continue
+            state = JobState.CANCELLED if job.cancel_requested else JobState.LOST
+            why = f"worker {held.worker} stopped renewing its lease"
+            self._end(job.to(state, ended_at=self.now(), reason=why))
+
+    def deregister(self, worker: Worker) -> None:
+        """A worker leaves for good; whatever it still held ends now instead of at lease expiry."""
+        gone = replace(worker, gone=True, last_seen=self.now())
+        self.store.save_worker(gone)
+        self.registry.update(gone)
+        for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
+            if job.state is JobState.RUNNING:
+                why = f"worker {worker.id} left while running it"
+                self._end(job.to(JobState.LOST, ended_at=self.now(), reason=why))
+        _log.info("worker_deregistered", worker=worker.id)
