@@ -27,7 +27,11 @@ def job_view(
     scheduler: Scheduler, job: Job, *, output: bool = True, tail: int | None = None
 ) -> dict[str, Any]:
     text = output_text(scheduler, job, tail=tail) if output else None
-    return job.view(output=text, reason=scheduler.reason(job))
+    body = job.view(output=text, reason=scheduler.reason(job))
+    worker = scheduler.registry.get(job.worker) if job.worker else None
+    if worker is not None:
+        body["workerName"] = worker.name
+    return body
 
 
 def run_summary(scheduler: Scheduler, run: Run) -> dict[str, Any]:

@@ -1,0 +1,244 @@
+"""The pages in a real headless Chromium (Debian's), driven by Playwright, against a real master."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import free_port, start_master, wait_until
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's Chromium as root in a sandbox with no network but loopback.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.ui
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield launched
+        launched.close()
+
+
+class Site:
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.proc, self.http = start_master(tmp / "data", self.port, *extra)
+        self.base = self.http.base
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_dashboard_leads_to_a_project_and_a_task(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "web"})
+    site.http.post(
+        "/projects/web",
+        {
+            "id": "9399dda8c384",
+            "jobs": {
+                "main": {"action": "echo building; printf '\\033[32mgreen\\033[0m\\n'"},
+                "success": {"action": "echo deploy"},
+                "after": {"action": "echo cleanup"},
+            },
+        },
+    )
+    site.http.post("/projects/web", {"id": "broken", "action": "echo oh no; exit 2"})
+    site.http.post("/projects/web", {"id": "gpu-work", "action": "train", "types": ["gpu"]})
+    wait_until(lambda: site.http.task_done("web", "broken"), 30, "the tasks")
+    wait_until(lambda: site.http.task_done("web", "9399dda8c384"), 30, "the tasks")
+
+    page.goto(site.base + "/")
+    expect(page.locator(".workers-strip")).to_contain_text("0/")
+    expect(page.get_by_role("link", name="9399dda8c384")).to_be_visible()
+    expect(page.locator(".count.failed b")).to_have_text("1")
+    shot(page, "dashboard")
+
+    page.get_by_role("link", name="web", exact=True).first.click()
+    expect(page.locator("h1")).to_have_text("web")
+    expect(page.locator("tr", has_text="gpu-work")).to_contain_text("waiting")
+    page.get_by_role("link", name="9399dda8c384").click()
+    expect(page.locator("#job-main .badge")).to_have_text("succeeded")
+    expect(page.locator("#job-main pre")).to_have_text("building\ngreen\n")  # no escape codes
+    expect(page.locator("#job-success pre")).to_have_text("deploy\n")
+    expect(page.locator("#job-main")).to_contain_text("exit 0")
+    shot(page, "task")
+    page.goto(site.base + "/projects/web/tasks/gpu-work")
+    expect(page.locator("#job-main .reason")).to_have_text("no live worker has types gpu")
+
+
+def test_a_running_jobs_output_appears_line_by_line(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    action = "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.8; done"
+    task = site.http.post("/projects/p", {"id": "live", "action": action})
+    job = task["jobs"]["main"]["id"]
+    wait_until(lambda: site.http.get(f"/jobs/{job}")["state"] == "running", 30, "the start")
+    page.goto(f"{site.base}/jobs/{job}")
+    output = page.locator("#output")
+    expect(output).to_contain_text("line 2", timeout=20_000)
+    assert "line 6" not in output.inner_text()  # seen while the job still runs
+    expect(page.locator("[data-live=job-facts] .badge")).to_have_text("running")
+    shot(page, "job-live")
+    expect(page.locator("[data-live=job-facts] .badge")).to_have_text("succeeded", timeout=20_000)
+    lines = output.inner_text().strip().split("\n")
+    assert lines == [f"line {i}" for i in range(1, 7)]  # each line once, in order
+
+
+def test_rerun_from_the_task_page_makes_a_new_run(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    site.http.post("/projects/p", {"id": "t", "action": "echo run $ASPHALT_RUN"})
+    wait_until(lambda: site.http.task_done("p", "t"), 30, "run 1")
+    page.goto(site.base + "/projects/p/tasks/t")
+    page.get_by_role("button", name="Re-run task").click()
+    expect(page.locator("h1")).to_contain_text("run 2")
+    expect(page.locator("#job-main pre")).to_have_text("run 2\n", timeout=20_000)
+    expect(page.locator("nav.runs")).to_contain_text("1")
+    page.locator("nav.runs a", has_text="1").first.click()
+    expect(page.locator("#job-main pre")).to_have_text("run 1\n")
+
+
+def test_cancel_stops_a_sleeping_job(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    site.http.post("/projects/p", {"id": "sleepy", "action": "echo sleeping; sleep 300"})
+    wait_until(
+        lambda: site.http.get("/projects/p/tasks/sleepy")["jobs"]["main"]["output"], 30, "start"
+    )
+    page.goto(site.base + "/projects/p/tasks/sleepy")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#job-main .badge")).to_have_text("cancelled", timeout=20_000)
+    expect(page.get_by_role("button", name="Re-run task")).to_be_visible()
+
+
+def test_a_task_can_be_created_from_the_form(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    page.goto(site.base + "/projects/p")
+    expect(page.locator(".empty")).to_contain_text("curl")
+    page.get_by_label("Action").fill("echo made with $HOW")
+    page.get_by_label("Env").fill("HOW=a form")
+    page.get_by_label("Task id").fill("from-form")
+    page.get_by_role("button", name="Create task").click()
+    expect(page).to_have_url(f"{site.base}/projects/{page_project_id(site)}/tasks/from-form")
+    expect(page.locator("#job-main pre")).to_have_text("made with a form\n", timeout=20_000)
+
+
+def page_project_id(site: Site) -> str:
+    return str(site.http.get("/projects/p")["id"])
+
+
+def test_a_bad_form_says_what_is_wrong(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    page.goto(site.base + "/projects/p")
+    page.get_by_label("Action").fill("true")
+    page.get_by_label("Timeout (s)").fill("soon")
+    page.get_by_role("button", name="Create task").click()
+    expect(page.locator(".banner.error")).to_contain_text("timeout")
+
+
+def test_pages_and_forms_work_without_javascript(site: Site, browser: Browser) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(site.base + "/")
+    page.get_by_label("Name").fill("nojs")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.locator("h1")).to_have_text("nojs")
+    page.get_by_label("Action").fill("echo plain html")
+    page.get_by_role("button", name="Create task").click()
+    expect(page.locator("#job-main")).to_be_visible()
+    wait_until(
+        lambda: site.http.get("/projects/nojs")["tasks"][0]["status"] == "complete", 30, "it"
+    )
+    page.reload()
+    expect(page.locator("#job-main pre")).to_have_text("plain html\n")
+    context.close()
+
+
+def test_a_form_post_from_another_site_is_refused(site: Site) -> None:
+    site.http.post("/", {"name": "p"})
+    status, body = site.http.call(
+        "POST", "/projects/p", {"action": "rm -rf /"}, headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403 and "cross-site" in body["error"]
+    status, _ = site.http.call(
+        "POST", "/projects/p", {"action": "true"}, headers={"Origin": site.base}
+    )
+    assert status == 201
+
+
+def test_a_thousand_tasks_paginate(tmp_path: Path, page: Page) -> None:
+    site = Site(tmp_path, "-no-worker")
+    try:
+        site.http.post("/", {"name": "big"})
+        for i in range(1000):
+            site.http.post("/projects/big", {"id": f"t{i:04d}", "action": "true"})
+        page.goto(site.base + "/projects/big")
+        rows = page.locator("table.tasks tbody tr")
+        expect(rows).to_have_count(25)
+        expect(rows.first).to_contain_text("t0999")
+        page.get_by_role("link", name="Older tasks").click()
+        expect(rows.first).to_contain_text("t0974")
+        page.goto(site.base + "/")
+        expect(page.locator(".count.queued b")).to_have_text("1000")
+    finally:
+        site.stop()
+
+
+def test_a_job_with_50_mb_of_output_keeps_its_page_small(tmp_path: Path, page: Page) -> None:
+    site = Site(tmp_path, "-output-cap", str(64 << 20))
+    try:
+        site.http.post("/", {"name": "p"})
+        task = site.http.post(
+            "/projects/p", {"id": "loud", "action": "yes 0123456789abcdef | head -c 50000000"}
+        )
+        job = task["jobs"]["main"]["id"]
+        wait_until(lambda: site.http.task_done("p", "loud"), 120, "50 MB of output")
+        html = _get_html(f"{site.base}/jobs/{job}")
+        assert len(html) < 200_000 and "earlier bytes" in html
+        page.goto(f"{site.base}/jobs/{job}")
+        expect(page.locator("#output")).to_contain_text("0123456789abcdef")
+        with urllib.request.urlopen(f"{site.base}/jobs/{job}/output") as full:
+            assert len(full.read()) == 50_000_000
+        assert len(_get_html(f"{site.base}/projects/p/tasks/loud")) < 200_000
+    finally:
+        site.stop()
+
+
+def _get_html(url: str) -> str:
+    request = urllib.request.Request(url, headers={"Accept": "text/html"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.read().decode())
