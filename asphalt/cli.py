@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("lease", type=float, default=45.0, metavar="S", help="master: job lease length")
     flag("heartbeat", type=float, default=10.0, metavar="S", help="master: heartbeat interval")
     flag("poll-hold", type=float, default=25.0, metavar="S", help="master: long-poll hold")
+    flag("map-size", type=int, default=8192, metavar="MIB", help="master: store size limit (8192)")
     flag(
         "output-cap", type=int, default=8 << 20, metavar="BYTES", help="master: output kept per job"
     )
@@ -93,6 +94,13 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         parser.error("-slots must be at least 1")
     if not 0 < args.port < 65536:
         parser.error("-port must be from 1 to 65535")
+    for name in ("lease", "heartbeat", "poll_hold", "output_cap", "map_size"):
+        if not getattr(args, name) > 0:
+            parser.error(f"-{name.replace('_', '-')} must be above 0")
+    if args.heartbeat >= args.lease:
+        parser.error("-heartbeat must be shorter than -lease, or every lease would run out")
+    if args.grace < 0:
+        parser.error("-grace must be 0 or more seconds")
     types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     worker = WorkerConfig(
@@ -115,6 +123,7 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         heartbeat_s=args.heartbeat,
         poll_hold_s=args.poll_hold,
         output_cap=args.output_cap,
+        map_size=args.map_size << 20,
     )
     return master, None if args.no_worker else worker, args.log
 

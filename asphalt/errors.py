@@ -54,7 +54,7 @@ class TooLarge(AsphaltError):
 
 
 class StoreFull(AsphaltError):
-    """The data store is full; free disk space or raise -map-size, then retry."""
+    """The data store is full; free disk space or restart the master with a larger -map-size."""
 
     status = 507
 

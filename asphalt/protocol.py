@@ -15,6 +15,9 @@ DEREGISTER = PREFIX + "/{worker}/deregister"
 OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, raw body
 FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
 
+INT32 = 2**31 - 1
+MAX_SLOTS = 4096
+LAST_TIME = 253402300799  # 9999-12-31T23:59:59Z
 # What a worker may report a job ended as.
 END_STATES = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -26,6 +29,21 @@ def _check(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise BadRequest(f"{name} has the wrong type", field=name)
     return value
+
+
+def _bounded(data: Any, name: str, low: int, high: int) -> int:
+    value: int = _check(data, name, int)
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}", field=name)
+    return value
+
+
+def _time(data: Any, name: str) -> float:
+    """A wall-clock time in seconds since the epoch that dates can be made of (year 1970-9999)."""
+    value = _check(data, name, (int, float))
+    if isinstance(value, bool) or not 0 <= value <= LAST_TIME:  # also refuses NaN
+        raise BadRequest(f"{name} must be seconds since 1970, before the year 10000", field=name)
+    return float(value)
 
 
 def _str_list(data: Any, name: str) -> tuple[str, ...]:
@@ -47,9 +65,7 @@ class Registration:
 
     @classmethod
     def parse(cls, data: Any) -> Registration:
-        slots = _check(data, "slots", int)
-        if slots < 1:
-            raise BadRequest("slots must be at least 1", field="slots")
+        slots = _bounded(data, "slots", 1, MAX_SLOTS)
         return cls(
             name=_check(data, "name", str),
             host=_check(data, "host", str),
@@ -95,7 +111,7 @@ class Heartbeat:
         for item in running:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
                 raise BadRequest("running holds [job, attempt] pairs", field="running")
-            if not isinstance(item[1], int):
+            if not isinstance(item[1], int) or not 0 <= item[1] <= INT32:
                 raise BadRequest("running holds [job, attempt] pairs", field="running")
             pairs.append((item[0], item[1]))
         return cls(running=pairs)
@@ -122,18 +138,18 @@ class Finish:
         if state not in END_STATES:
             raise BadRequest(f"state must be one of {', '.join(END_STATES)}", field="state")
         status = data.get("status")
-        if status is not None and (not isinstance(status, int) or isinstance(status, bool)):
-            raise BadRequest("status must be an integer or null", field="status")
+        if status is not None:
+            status = _bounded(data, "status", -INT32, INT32)
         reason = data.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise BadRequest("reason must be a string or null", field="reason")
         return cls(
-            attempt=_check(data, "attempt", int),
+            attempt=_bounded(data, "attempt", 0, INT32),
             state=state,
             status=status,
             reason=reason,
-            started_at=float(_check(data, "started_at", (int, float))),
-            ended_at=float(_check(data, "ended_at", (int, float))),
+            started_at=_time(data, "started_at"),
+            ended_at=_time(data, "ended_at"),
         )
 
 

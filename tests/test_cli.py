@@ -37,7 +37,17 @@ def test_no_worker_starts_the_master_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["-por", "1"], ["--po", "1"], ["-prot", "1"], ["-slots", "0"], ["-port", "x"]]
+    "argv",
+    [
+        ["-por", "1"],
+        ["--po", "1"],
+        ["-prot", "1"],
+        ["-slots", "0"],
+        ["-port", "x"],
+        ["-lease", "-1"],
+        ["-heartbeat", "60"],
+        ["-grace", "-5"],
+    ],
 )
 def test_misspelt_abbreviated_or_bad_flags_are_errors(
     argv: list[str], capsys: pytest.CaptureFixture[str]

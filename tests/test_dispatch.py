@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from harness import REG, MasterFactory
@@ -164,3 +166,89 @@ async def test_a_duplicate_project_or_task_is_409(master: MasterFactory) -> None
     assert (await m.call("POST", "/", {"name": "p"}))[0] == 409
     status, body = await m.call("POST", "/projects/p", {"id": "t", "action": "x"})
     assert status == 409 and body["field"] == "id"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/projects/p?limit=%C2%B2",
+        "/projects/p/tasks/t?run=%C2%B2",
+        "/projects/p?before=zzz",
+        "/jobs/{job}/output?attempt=%C2%B2",
+        "/jobs/{job}/output?attempt=0",
+    ],
+)
+async def test_odd_query_strings_are_4xx(master: MasterFactory, path: str) -> None:
+    m = await master()
+    await m.new_task({"main": {"action": "x"}})
+    job = (await m.task("p", "t"))["jobs"]["main"]["id"]
+    status, body = await m.call("GET", path.format(job=job))
+    assert 400 <= status < 500 and body["error"], body
+
+
+async def test_a_body_nested_too_deeply_is_400(master: MasterFactory) -> None:
+    m = await master()
+    raw = b"[" * 200_000 + b"]" * 200_000
+    async with m.session.post(m.url + "/", data=io.BytesIO(raw)) as r:
+        assert r.status == 400 and "nests" in (await r.json())["error"]
+
+
+async def test_an_absurd_last_event_id_still_streams(master: MasterFactory) -> None:
+    m = await master()
+    await m.new_task({"main": {"action": "x"}})
+    job = (await m.task("p", "t"))["jobs"]["main"]["id"]
+    await m.call("POST", "/projects/p/tasks/t/cancel")
+    for resume in ("²", "9" * 40, "-3"):
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": resume}
+        async with m.session.get(f"{m.url}/jobs/{job}/output", headers=headers) as r:
+            assert r.status == 200 and "event: end" in await r.text()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"started_at": 1e300},
+        {"ended_at": -1.0},
+        {"ended_at": float("nan")},
+        {"status": 10**23},
+        {"attempt": 10**30},
+        {"state": "exploded"},
+    ],
+)
+async def test_a_bad_finish_is_refused_and_the_lease_stands(
+    master: MasterFactory, change: dict[str, Any]
+) -> None:
+    m = await master(lease_s=30.0)
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "x"}})
+        lease = await client.lease(w)
+        assert lease is not None
+        body: dict[str, Any] = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
+        body |= {"started_at": 1.0, "ended_at": 2.0}
+        path = f"/_worker/{w}/jobs/{lease.job}/finish"
+        raw = json.dumps({**body, **change}).encode()
+        async with m.session.post(m.url + path, data=raw) as r:
+            assert r.status == 400, await r.text()
+        assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
+        reply = await client.heartbeat(w, [(lease.job, 1)], 0.2)
+        assert reply.forget == []
+        await client.finish(w, lease.job, Finish(**body))
+        assert (await m.task("p", "t"))["status"] == "complete"
+
+
+async def test_a_bad_registration_leaves_no_worker_behind(master: MasterFactory) -> None:
+    m = await master()
+    body = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "version": "1"}
+    for slots in (10**23, 0, "2", None):
+        status, _ = await m.call("POST", "/_worker/register", {**body, "slots": slots})
+        assert status == 400
+    assert (await m.call("GET", "/workers"))[1]["workers"] == []
+
+
+async def test_a_project_name_may_not_be_another_projects_id(master: MasterFactory) -> None:
+    m = await master()
+    assert (await m.call("POST", "/", {"name": "alpha", "id": "p-alpha"}))[0] == 201
+    assert (await m.call("POST", "/", {"name": "p-alpha"}))[0] == 409
+    assert (await m.call("POST", "/", {"name": "beta", "id": "alpha"}))[0] == 409
+    assert (await m.call("GET", "/projects/alpha"))[1]["id"] == "p-alpha"

@@ -58,6 +58,10 @@ def test_env_values_may_be_numbers_and_types_a_single_string() -> None:
         ({"id": 7, "action": "x"}, "id"),
         ({"jobs": "main"}, "jobs"),
         ({"action": "x", "jobz": 1}, "jobz"),
+        ({"action": "x", "timeout": "soon"}, "timeout"),
+        ({"name": "nl\n", "action": "x", "id": "nl\n"}, "name"),
+        ({"id": "nl\n", "action": "x"}, "id"),
+        ({"jobs": {"main": {"action": "x", "env": {"FOO\n": "x"}}}}, "jobs.main.env.FOO\n"),
     ],
 )
 def test_bad_task_input_names_the_field(body: Any, field: str | None) -> None:

@@ -42,7 +42,7 @@ def test_projects_are_found_by_id_or_name_and_names_are_unique(store: Store) -> 
     assert (
         store.project("p1") == store.project("web") == Project(id="p1", name="web", created_at=1.0)
     )
-    with pytest.raises(Conflict, match="named 'web'"):
+    with pytest.raises(Conflict, match="already called 'web'"):
         store.create_project(Project(id="p2", name="web", created_at=2.0))
     assert store.project("nope") is None
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from asphalt.errors import BadRequest, NotFound
 from asphalt.master import render
 from asphalt.master.http import SCHEDULER, read_json, reply
-from asphalt.master.inputs import parse_limit, parse_project, parse_task
+from asphalt.master.inputs import parse_limit, parse_project, parse_task, whole
 from asphalt.master.scheduler import Scheduler
 from asphalt.model import Job, Project, Run, Task
 
@@ -27,7 +27,7 @@ def _task(request: web.Request) -> tuple[Scheduler, Project, Task]:
 
 def _run(request: web.Request, task: Task) -> Run:
     raw = request.query.get("run")
-    if raw is not None and not raw.isdigit():
+    if raw is not None and not whole(raw):
         raise BadRequest("run must be a run number", field="run")
     run = task.run_number(int(raw) if raw else None)
     if run is None:
@@ -56,7 +56,9 @@ async def show_project(request: web.Request) -> web.Response:
     limit = parse_limit(request.query.get("limit"))
     before = None
     if "before" in request.query:
-        before = scheduler.task(project, request.query["before"])
+        before = scheduler.store.task(project.id, request.query["before"])
+        if before is None:
+            raise NotFound("before names no task of this project", field="before")
     tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
     page = tasks[:limit]
     more = len(tasks) > limit
@@ -126,7 +128,9 @@ def _attempt(request: web.Request, job: Job) -> int:
     raw = request.query.get("attempt")
     if raw is None:
         return job.attempt
-    if not raw.isdigit() or not 1 <= int(raw) <= job.attempt:
+    if job.attempt == 0:
+        raise BadRequest("this job has not run yet, so it has no attempts", field="attempt")
+    if not whole(raw) or not 1 <= int(raw) <= job.attempt:
         raise BadRequest(f"attempt must be a number from 1 to {job.attempt}", field="attempt")
     return int(raw)
 
@@ -142,7 +146,7 @@ async def _follow(
     await response.prepare(request)
     # EventSource resends the last id it saw when it reconnects; a page starts it at ?from=.
     resume = request.headers.get("Last-Event-ID") or request.query.get("from", "")
-    offset = int(resume) if resume.isdigit() else 0
+    offset = int(resume) if whole(resume) else 0
     while True:
         current = scheduler.store.job(job.id) or job
         if attempt == 0:

@@ -7,6 +7,7 @@ from aiohttp import web
 from asphalt import protocol
 from asphalt.errors import BadRequest
 from asphalt.master.http import SCHEDULER, read_json, reply
+from asphalt.master.inputs import whole
 from asphalt.model import Worker
 from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
 
@@ -19,7 +20,7 @@ def _worker(request: web.Request) -> Worker:
 
 def _int_query(request: web.Request, name: str) -> int:
     raw = request.query.get(name, "")
-    if not raw.isdigit():
+    if not whole(raw):
         raise BadRequest(f"{name} must be a whole number", field=name)
     return int(raw)
 

@@ -39,6 +39,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise BadRequest("the request body nests too deeply") from e
 
 
 MAX_BODY = web.AppKey("max_body", int)

@@ -46,7 +46,7 @@ def _unknown(body: dict[str, Any], allowed: tuple[str, ...], where: str) -> None
 
 
 def _name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise BadRequest(f"{field} must be {NAME_RULE}", field=field)
     return value
 
@@ -72,38 +72,48 @@ def parse_task(body: Any) -> TaskInput:
                 field="jobs",
             )
         _unknown(body, ("id", *JOB_FIELDS), "")
-        jobs_body: dict[str, Any] = {"main": {k: v for k, v in body.items() if k != "id"}}
-    else:
-        _unknown(body, ("id", "jobs"), "")
-        jobs_body = _object(body["jobs"], "jobs")
-    tid = body.get("id")
+        bare = {k: v for k, v in body.items() if k != "id"}
+        # Errors name the fields as the user sent them: "timeout", not "jobs.main.timeout".
+        return TaskInput(id=_task_id(body.get("id")), jobs={Role.MAIN: parse_job(bare, "")})
+    _unknown(body, ("id", "jobs"), "")
+    jobs_body = _object(body["jobs"], "jobs")
     _unknown(jobs_body, tuple(Role), "jobs")
     if "main" not in jobs_body:
         raise BadRequest("jobs.main is required", field="jobs.main")
     jobs = {Role(role): parse_job(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
-    return TaskInput(id=None if tid is None else _name(tid, "id"), jobs=jobs)
+    return TaskInput(id=_task_id(body.get("id")), jobs=jobs)
+
+
+def _task_id(value: Any) -> str | None:
+    return None if value is None else _name(value, "id")
+
+
+def _at(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def parse_job(body: Any, where: str) -> JobInput:
     body = _object(body, where)
     _unknown(body, JOB_FIELDS, where)
-    container = _container(body.get("container"), f"{where}.container")
+    container = _container(body.get("container"), _at(where, "container"))
     runtime = body.get("runtime") or ("docker" if container else "host")
     if runtime not in RUNTIMES:
         raise BadRequest(
-            f"{where}.runtime must be one of {', '.join(RUNTIMES)}", field=f"{where}.runtime"
+            f"{_at(where, 'runtime')} must be one of {', '.join(RUNTIMES)}",
+            field=_at(where, "runtime"),
         )
     if runtime != "host" and not container:
         raise BadRequest(
-            f'{where}.container is required with runtime {runtime}: name an image, e.g. "alpine:3"',
-            field=f"{where}.container",
+            f"{_at(where, 'container')} is required with runtime {runtime}: "
+            'name an image, e.g. "alpine:3"',
+            field=_at(where, "container"),
         )
     return JobInput(
-        action=_action(body.get("action"), f"{where}.action"),
+        action=_action(body.get("action"), _at(where, "action")),
         container=container,
-        env=_env(body.get("env"), f"{where}.env"),
-        timeout=_timeout(body.get("timeout"), f"{where}.timeout"),
-        types=_types(body.get("types"), f"{where}.types"),
+        env=_env(body.get("env"), _at(where, "env")),
+        timeout=_timeout(body.get("timeout"), _at(where, "timeout")),
+        types=_types(body.get("types"), _at(where, "types")),
         runtime=runtime,
     )
 
@@ -136,7 +146,7 @@ def _env(value: Any, field: str) -> dict[str, str]:
         )
     env: dict[str, str] = {}
     for key, item in value.items():
-        if not ENV_RE.match(key):
+        if not ENV_RE.fullmatch(key):
             raise BadRequest(
                 f"{field}: {key!r} is not a valid variable name", field=f"{field}.{key}"
             )
@@ -174,9 +184,14 @@ def _types(value: Any, field: str) -> tuple[str, ...]:
     return tuple(sorted(set(value)))
 
 
+def whole(raw: str) -> bool:
+    """Whether `raw` is a plain whole number (ASCII digits: "²" is a digit to str.isdigit)."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 18
+
+
 def parse_limit(raw: str | None, *, default: int = 50, most: int = 500) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not whole(raw) or not 1 <= int(raw) <= most:
         raise BadRequest(f"limit must be a whole number from 1 to {most}", field="limit")
     return int(raw)

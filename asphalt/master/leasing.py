@@ -69,8 +69,9 @@ class Leasing:
         return job
 
     def register(self, reg: Registration) -> Worker:
-        worker = self.registry.register(reg, now=self.now(), now_m=self.now_m())
+        worker = self.registry.new(reg, now=self.now())
         self.store.save_worker(worker)
+        self.registry.add(worker, now_m=self.now_m())
         _log.info("worker_registered", worker=worker.id, name=worker.name, types=worker.types)
         return worker
 
@@ -125,9 +126,14 @@ class Leasing:
         fresh = self.store.job(job.id)
         if fresh is None or fresh.state is not JobState.RUNNING or fresh.attempt != job.attempt:
             return
-        self._drop_lease(fresh)
+        if fresh.cancel_requested:  # cancelled while it was being handed over
+            self._end(
+                fresh.to(JobState.CANCELLED, ended_at=self.now(), reason="cancelled by request")
+            )
+            return
         back = replace(fresh.requeued(), attempt=fresh.attempt - 1, history=fresh.history)
         self.store.save(jobs=[back])
+        self._drop_lease(fresh)
         self._enqueue(back)
 
     def _drop_lease(self, job: Job) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from asphalt.master.scheduler import Scheduler
-from asphalt.model import Job, Project, Run, Task, rfc3339, task_status
+from asphalt.model import Job, JobState, Project, Run, Task, rfc3339, task_status
 
 # A task view carries each job's output up to this much (its tail); the job's own URL has it all.
 TASK_OUTPUT_TAIL = 64 << 10
 
 
 def output_text(scheduler: Scheduler, job: Job, *, tail: int | None = None) -> str:
-    if job.attempt == 0:
-        return ""
+    if job.attempt == 0 or job.state in (JobState.QUEUED, JobState.SKIPPED):
+        return ""  # a job queued again shows no output until its new attempt runs
     size = scheduler.store.output_size(job.id, job.attempt)
     if tail is not None and size > tail:
         cut = size - tail
@@ -28,9 +28,9 @@ def job_view(
 ) -> dict[str, Any]:
     text = output_text(scheduler, job, tail=tail) if output else None
     body = job.view(output=text, reason=scheduler.reason(job))
-    worker = scheduler.registry.get(job.worker) if job.worker else None
-    if worker is not None:
-        body["workerName"] = worker.name
+    name = scheduler.registry.name(job.worker) if job.worker else None
+    if name is not None:
+        body["workerName"] = name
     return body
 
 

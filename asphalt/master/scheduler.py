@@ -185,7 +185,6 @@ class Scheduler(Leasing):
 
     def _end(self, job: Job) -> None:
         """Record a job's end with the reactions it sets off, in one commit; then notify."""
-        self._drop_lease(job)
         changed = [job]
         task = self.store.task(job.project, job.task)
         run = task.run_number(job.run) if task else None
@@ -194,6 +193,7 @@ class Scheduler(Leasing):
             jobs[job.role] = job
             changed += reactions.advance(jobs, job, self.now())
         self.store.save(jobs=changed)
+        self._drop_lease(job)
         _log.info("job_ended", job=job.id, state=job.state, status=job.status, worker=job.worker)
         self.signals.notify(f"job:{job.id}")
         for other in changed[1:]:

@@ -117,8 +117,14 @@ class Store:
         def fn(txn: lmdb.Transaction) -> None:
             if txn.get(project.id.encode(), db=self._db["projects"]) is not None:
                 raise Conflict(f"a project with id {project.id!r} exists already", field="id")
-            if txn.get(project.name.encode(), db=self._db["names"]) is not None:
-                raise Conflict(f"a project named {project.name!r} exists already", field="name")
+            # A project is found by id or name, so neither may be another project's id or name.
+            for key, what, db in (
+                (project.name, "name", "names"),
+                (project.name, "name", "projects"),
+                (project.id, "id", "names"),
+            ):
+                if txn.get(key.encode(), db=self._db[db]) is not None:
+                    raise Conflict(f"a project is already called {key!r}", field=what)
             txn.put(project.id.encode(), _pack(project), db=self._db["projects"])
             txn.put(project.name.encode(), project.id.encode(), db=self._db["names"])
 

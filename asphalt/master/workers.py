@@ -20,8 +20,9 @@ class Registry:
         self._seen_m = {w.id: now_m for w in self._workers.values() if not w.gone}
         self.running: dict[str, set[str]] = {w: set() for w in self._workers}
 
-    def register(self, reg: Registration, *, now: float, now_m: float) -> Worker:
-        worker = Worker(
+    def new(self, reg: Registration, *, now: float) -> Worker:
+        """A record for a worker registering now; `add` it once it is stored."""
+        return Worker(
             id=new_id(8),
             name=reg.name,
             host=reg.host,
@@ -33,14 +34,20 @@ class Registry:
             registered_at=now,
             last_seen=now,
         )
+
+    def add(self, worker: Worker, *, now_m: float) -> None:
         self._workers[worker.id] = worker
         self._seen_m[worker.id] = now_m
         self.running[worker.id] = set()
-        return worker
 
     def get(self, worker_id: str) -> Worker | None:
         worker = self._workers.get(worker_id)
         return None if worker is None or worker.gone else worker
+
+    def name(self, worker_id: str) -> str | None:
+        """The name of any worker ever registered, gone ones too."""
+        worker = self._workers.get(worker_id)
+        return worker.name if worker else None
 
     def touch(self, worker_id: str, *, now: float, now_m: float) -> Worker:
         """The worker was heard from; returns the record with `last_seen` moved on."""

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from asphalt.master import render
 from asphalt.master.http import SCHEDULER
-from asphalt.master.inputs import parse_limit
+from asphalt.master.inputs import parse_limit, whole
 from asphalt.master.scheduler import Scheduler
 from asphalt.model import JobState
 from asphalt.web import guard
@@ -96,7 +96,7 @@ async def task(request: web.Request) -> web.Response:
     project = scheduler.project(request.match_info["project"])
     task = scheduler.task(project, request.match_info["task"])
     raw = request.query.get("run", "")
-    run = task.run_number(int(raw)) if raw.isdigit() else task.current
+    run = task.run_number(int(raw)) if whole(raw) else task.current
     if run is None:
         raise web.HTTPFound(request.path)
     view = render.task_view(scheduler, project, task, run, output=False)

@@ -149,7 +149,12 @@ class Agent:
             worker_id=self.worker_id,
         )
         entry.task = asyncio.create_task(runtime.run(spec, up.write, grace_s=self.config.grace_s))
-        done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
+        try:
+            done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
+        except asyncio.CancelledError:  # the worker is stopping: stop the job with it
+            entry.task.cancel()
+            await asyncio.wait({entry.task})
+            raise
         if not done:
             entry.stop_as = entry.stop_as or "timed_out"
             entry.task.cancel()
@@ -164,6 +169,9 @@ class Agent:
             return "cancelled", None, "cancelled by request"
         except RuntimeFailure as e:
             return "failed", None, e.reason
+        except Exception as e:  # a bug or a surprise from a runtime ends this job, not the worker
+            _log.exception("job_crashed", job=lease.job)
+            return "failed", None, f"the worker could not run it: {e!r}"
         return ("succeeded" if status == 0 else "failed"), status, None
 
     async def _deliver(self, up: Uploader) -> None:
