@@ -99,6 +99,10 @@ def test_dashboard_leads_to_a_project_and_a_task(site: Site, page: Page) -> None
     expect(page.locator("#job-success pre")).to_have_text("deploy\n")
     expect(page.locator("#job-main")).to_contain_text("exit 0")
     shot(page, "task")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "task-phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off a phone
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(site.base + "/projects/web/tasks/gpu-work")
     expect(page.locator("#job-main .reason")).to_have_text("no live worker has types gpu")
 
@@ -125,7 +129,8 @@ def test_rerun_from_the_task_page_makes_a_new_run(site: Site, page: Page) -> Non
     site.http.post("/projects/p", {"id": "t", "action": "echo run $ASPHALT_RUN"})
     wait_until(lambda: site.http.task_done("p", "t"), 30, "run 1")
     page.goto(site.base + "/projects/p/tasks/t")
-    page.get_by_role("button", name="Re-run task").click()
+    page.get_by_role("button", name="Re-run task").focus()
+    page.keyboard.press("Enter")  # reachable and usable from the keyboard
     expect(page.locator("h1")).to_contain_text("run 2")
     expect(page.locator("#job-main pre")).to_have_text("run 2\n", timeout=20_000)
     expect(page.locator("nav.runs")).to_contain_text("1")
