@@ -95,6 +95,8 @@ class JobInput:
     timeout: float | None = None
     types: tuple[str, ...] = ()
     runtime: str = "host"
+    retries: int = 0  # attempts after the first when one fails, times out or is lost
+    backoff: float = 10.0  # seconds before the first retry, doubled for each one after
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,9 +110,11 @@ class Attempt:
     started_at: float | None
     ended_at: float | None
     reason: str | None
+    late: str | None = None  # what its worker reported after the attempt was given up on
 
     def view(self) -> dict[str, Any]:
         return {
+            "lateResult": self.late,
             "attempt": self.attempt,
             "state": self.state,
             "status": self.status,
@@ -141,6 +145,8 @@ class Job:
     reason: str | None = None
     cancel_requested: bool = False
     history: tuple[Attempt, ...] = ()
+    retried: int = 0  # retries used since the job was created or rerun
+    not_before: float | None = None  # a retry waits out its backoff until then (wall time)
 
     def to(self, state: JobState, **changes: Any) -> Self:
         """The job moved to `state`, if the transition table allows it."""
@@ -163,6 +169,7 @@ class Job:
             reason=None,
             cancel_requested=False,
             history=history,
+            not_before=None,
         )
 
     def last_attempt(self) -> Attempt:
@@ -197,7 +204,10 @@ class Job:
             "createdAt": rfc3339(self.created_at),
             "worker": self.worker,
             "attempt": self.attempt,
+            "retries": spec.retries,
         }
+        if spec.retries:
+            body["backoff"] = spec.backoff
         if reason or self.reason:
             body["reason"] = reason or self.reason
         if output is not None:

@@ -12,7 +12,9 @@ from asphalt.model import JobInput, Role
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RUNTIMES = ("host", "docker", "singularity")
-JOB_FIELDS = ("action", "container", "env", "timeout", "types", "runtime")
+JOB_FIELDS = ("action", "container", "env", "timeout", "types", "runtime", "retries", "backoff")
+MAX_RETRIES = 100
+MAX_BACKOFF_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
 NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
@@ -113,6 +115,8 @@ def parse_job(body: Any, where: str) -> JobInput:
         container=container,
         env=_env(body.get("env"), _at(where, "env")),
         timeout=_timeout(body.get("timeout"), _at(where, "timeout")),
+        retries=_count(body.get("retries"), _at(where, "retries")),
+        backoff=_backoff(body.get("backoff"), _at(where, "backoff")),
         types=_types(body.get("types"), _at(where, "types")),
         runtime=runtime,
     )
@@ -169,6 +173,26 @@ def _timeout(value: Any, field: str) -> float | None:
         raise BadRequest(
             f"{field} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}", field=field
         )
+    return float(value)
+
+
+def _count(value: Any, field: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise BadRequest(f"{field} must be a whole number from 0 to {MAX_RETRIES}", field=field)
+    return value
+
+
+def _backoff(value: Any, field: str) -> float:
+    if value is None:
+        return 10.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_BACKOFF_S
+    ):
+        raise BadRequest(f"{field} must be seconds from 0 to {MAX_BACKOFF_S}", field=field)
     return float(value)
 
 

@@ -49,6 +49,10 @@ class Leasing:
         raise NotImplementedError
 
     def _enqueue(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _dispatch(self, job: Job) -> None:
+        """Hand a ready job to a waiting worker that fits, or queue it."""
         waiter = self.queues.push(job)
         if waiter is not None:
             waiter.future.set_result(self._lease(job, waiter.worker))
@@ -178,10 +182,14 @@ class Leasing:
         return received
 
     def finish(self, worker: Worker, job_id: str, fin: Finish) -> Job:
-        job = self._held(worker, job_id, fin.attempt)
-        if job.state.terminal:  # the same report again, after a lost answer
-            return job
+        job = self.job(job_id)
         state = JobState(fin.state)
+        held = job.worker == worker.id and job.attempt == fin.attempt
+        if held and job.state.terminal and (job.state, job.status) == (state, fin.status):
+            return job  # the same report again, after a lost answer
+        if not held or job.state.terminal:
+            self._record_late(job, worker, fin)
+            raise Conflict(f"attempt {fin.attempt} of job {job_id} is not leased to this worker")
         ended = job.to(
             state,
             status=fin.status,
@@ -191,6 +199,26 @@ class Leasing:
         )
         self._end(ended)
         return ended
+
+    def _record_late(self, job: Job, worker: Worker, fin: Finish) -> None:
+        """Keep, beside the attempt it belongs to, a result that came after it was given up on."""
+        note = f"{fin.state}" + ("" if fin.status is None else f" (exit {fin.status})")
+        if job.attempt == fin.attempt and job.worker == worker.id:
+            if job.reason and "later reported" in job.reason:
+                return
+            late = replace(
+                job, reason=f"{job.reason or job.state}; its worker later reported {note}"
+            )
+        else:
+            history = tuple(
+                replace(a, late=note) if (a.attempt, a.worker) == (fin.attempt, worker.id) else a
+                for a in job.history
+            )
+            if history == job.history:
+                return
+            late = replace(job, history=history)
+        self.store.save(jobs=[late])
+        _log.warning("late_result_ignored", job=job.id, attempt=fin.attempt, worker=worker.id)
 
     def expire_leases(self) -> None:
         """End the jobs whose worker stopped renewing their lease."""

@@ -33,6 +33,8 @@ from asphalt.model import (
 )
 
 _log = log.get("asphalt.scheduler")
+RETRIED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
+MAX_BACKOFF_S = 3600.0
 
 
 class Scheduler(Leasing):
@@ -53,6 +55,7 @@ class Scheduler(Leasing):
         self.registry = Registry(store.workers(), lease_s=config.lease_s, now_m=monotonic())
         self._leases: dict[str, Held] = {}
         self.closing = False
+        self._delayed: dict[str, Job] = {}
         self._recover()
 
     def _recover(self) -> None:
@@ -64,7 +67,7 @@ class Scheduler(Leasing):
                 self._leases[job.id] = Held(job.worker, job.attempt, grace)
                 self.registry.running.setdefault(job.worker, set()).add(job.id)
             elif job.state is JobState.QUEUED and job.ready:
-                self.queues.push(job)
+                self._enqueue(job)
         _log.info("recovered", queued=len(self.queues), running=len(self._leases))
 
     # projects and tasks
@@ -157,7 +160,7 @@ class Scheduler(Leasing):
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] != "complete":
             raise Conflict("the task's run has not ended; wait for it or cancel it", field="job")
-        rerun = job.requeued()
+        rerun = replace(job.requeued(), retried=0)
         changed = [rerun]
         if job.role is Role.MAIN:  # the run plays out again: its reactions wait for main anew
             changed += [j.requeued(ready=False) for r, j in jobs.items() if r is not Role.MAIN]
@@ -174,6 +177,7 @@ class Scheduler(Leasing):
     def cancel_job(self, job: Job) -> None:
         if job.state is JobState.QUEUED and job.ready:
             self.queues.remove(job.id)
+            self._delayed.pop(job.id, None)
             self._end(
                 job.to(JobState.CANCELLED, ended_at=self.now(), reason="cancelled by request")
             )
@@ -184,7 +188,14 @@ class Scheduler(Leasing):
             self.signals.notify(f"worker:{job.worker}")
 
     def _end(self, job: Job) -> None:
-        """Record a job's end with the reactions it sets off, in one commit; then notify."""
+        """Record a job's end with the reactions it sets off, in one commit; then notify.
+
+        An end its retry policy allows again is not an end yet: the job is queued for its next
+        attempt after the backoff, and reactions wait for the last attempt.
+        """
+        if job.state in RETRIED and job.retried < job.spec.retries and not job.cancel_requested:
+            self._retry(job)
+            return
         changed = [job]
         task = self.store.task(job.project, job.task)
         run = task.run_number(job.run) if task else None
@@ -201,12 +212,40 @@ class Scheduler(Leasing):
             if other.state is JobState.QUEUED:
                 self._enqueue(other)
 
+    def _retry(self, ended: Job) -> None:
+        delay = min(ended.spec.backoff * 2**ended.retried, MAX_BACKOFF_S)
+        job = replace(ended.requeued(), retried=ended.retried + 1, not_before=self.now() + delay)
+        self.store.save(jobs=[job])
+        self._drop_lease(ended)
+        _log.info("job_retry", job=job.id, ended=ended.state, retry=job.retried, delay_s=delay)
+        self.signals.notify(f"job:{job.id}")
+        self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        """A ready job goes to the queues at once, or waits out its retry backoff first."""
+        if job.not_before is not None and job.not_before > self.now():
+            self._delayed[job.id] = job
+        else:
+            self._dispatch(job)
+
+    def promote_due(self) -> None:
+        """Queue the retries whose backoff is over (the reaper calls this every second)."""
+        now = self.now()
+        for job_id, job in list(self._delayed.items()):
+            if job.not_before is None or job.not_before <= now:
+                del self._delayed[job_id]
+                self._dispatch(job)
+
     def reason(self, job: Job) -> str | None:
         """Why a queued job is not running, in words a person can act on."""
         if job.state is not JobState.QUEUED:
             return None
         if not job.ready:
             return reactions.waiting_reason(job)
+        if job.not_before is not None and job.not_before > self.now():
+            wait = job.not_before - self.now()
+            last = job.history[-1].state if job.history else "failed"
+            return f"retry {job.retried} of {job.spec.retries} after {last}, in {wait:.0f} s"
         live = self.registry.live_workers(self.now_m())
         spec = job.spec
         if not live:
