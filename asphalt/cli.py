@@ -18,10 +18,10 @@ from aiohttp import web
 from asphalt import __version__, log
 from asphalt.config import MasterConfig, WorkerConfig
 from asphalt.errors import AsphaltError
-from asphalt.master.app import build_app
+from asphalt.master.app import build_app, stop_accepting
 from asphalt.worker.agent import Agent
 from asphalt.worker.client import MasterClient
-from asphalt.worker.runtimes import detect_runtimes
+from asphalt.worker.runtimes import Runtime, detect_runtimes
 
 _log = log.get("asphalt.cli")
 USAGE = """asphalt [flags]                 start a master with its own worker on :8080
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     flag("name", default=socket.gethostname(), help="worker: name shown in /workers (host name)")
     flag("no-worker", action="store_true", help="master: do not start the embedded worker")
     flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
+    flag(
+        "drain",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="worker: on SIGTERM, time for jobs to end before they are handed back (60)",
+    )
     flag("grace", type=float, default=10.0, metavar="S", help="worker: SIGTERM to SIGKILL grace")
     flag("lease", type=float, default=45.0, metavar="S", help="master: job lease length")
     flag("heartbeat", type=float, default=10.0, metavar="S", help="master: heartbeat interval")
@@ -99,8 +106,8 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
             parser.error(f"-{name.replace('_', '-')} must be above 0")
     if args.heartbeat >= args.lease:
         parser.error("-heartbeat must be shorter than -lease, or every lease would run out")
-    if args.grace < 0:
-        parser.error("-grace must be 0 or more seconds")
+    if args.grace < 0 or args.drain < 0:
+        parser.error("-grace and -drain must be 0 or more seconds")
     types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     worker = WorkerConfig(
@@ -112,6 +119,8 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         slots=args.slots,
         docker_network=args.docker_network,
         grace_s=args.grace,
+        # A worker of its own stops with the master: its jobs go back to the queue at once.
+        drain_s=args.drain if args.master else 0.0,
     )
     if args.master:
         return None, worker, args.log
@@ -128,44 +137,46 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
     return master, None if args.no_worker else worker, args.log
 
 
-async def _run_worker(config: WorkerConfig) -> None:
-    runtimes = await detect_runtimes(docker_network=config.docker_network)
-    try:
-        async with MasterClient(config.master_url) as client:
-            await Agent(config, runtimes, client).run()
-    finally:
-        for runtime in runtimes:
-            await runtime.close()
+async def _close(runtimes: list[Runtime]) -> None:
+    for runtime in runtimes:
+        await runtime.close()
 
 
 async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> None:
-    stop = asyncio.Event()
+    """Run until a signal; the first drains (or stops cleanly), a second forces."""
+    stop, force = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = None
-    if master is not None:
-        runner = web.AppRunner(
-            build_app(master), handle_signals=False, access_log=None, shutdown_timeout=5.0
-        )
-        await runner.setup()
-        await web.TCPSite(runner, master.host, master.port).start()
-        _log.info(
-            "master_serving",
-            url=f"http://{master.host}:{master.port}",
-            data=str(master.data_dir.resolve()),
-        )
-    try:
+        loop.add_signal_handler(sig, lambda: (force if stop.is_set() else stop).set())
+    async with contextlib.AsyncExitStack() as stack:
+        app = None
+        if master is not None:
+            app = build_app(master)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, master.host, master.port).start()
+            url = f"http://{master.host}:{master.port}"
+            _log.info("master_serving", url=url, data=str(master.data_dir.resolve()))
+        agent = None
+        if worker is not None:
+            runtimes = await detect_runtimes(docker_network=worker.docker_network)
+            stack.push_async_callback(_close, runtimes)
+            client = await stack.enter_async_context(MasterClient(worker.master_url))
+            agent = Agent(worker, runtimes, client)
         async with asyncio.TaskGroup() as group:
-            if worker is not None:
-                agent = group.create_task(_run_worker(worker), name="worker")
+            working = group.create_task(agent.run(), name="worker") if agent else None
             await stop.wait()
-            if worker is not None:
-                agent.cancel()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        _log.info("stopped")
+            _log.info("stopping", hint="a second signal forces")
+            if app is not None:
+                stop_accepting(app)
+            if agent is not None and working is not None:
+                agent.drain()
+                forced = group.create_task(force.wait())
+                await asyncio.wait({working, forced}, return_when=asyncio.FIRST_COMPLETED)
+                working.cancel()
+                forced.cancel()
+    _log.info("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,8 @@ class WorkerConfig:
     slots: int = 2
     docker_network: str = "bridge"
     grace_s: float = 10.0
+    drain_s: float = 60.0  # on SIGTERM, how long running jobs may go on before being handed back
+    buffer_cap: int = 16 << 20  # output kept per job while the master cannot be reached
     flush_interval_s: float = 1.0
     flush_bytes: int = 64 << 10
 

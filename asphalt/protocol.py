@@ -14,6 +14,7 @@ HEARTBEAT = PREFIX + "/{worker}/heartbeat"
 DEREGISTER = PREFIX + "/{worker}/deregister"
 OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, raw body
 FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
+RELEASE = PREFIX + "/{worker}/jobs/{job}/release"  # {"attempt": N}: a stopping worker hands it back
 
 INT32 = 2**31 - 1
 MAX_SLOTS = 4096
@@ -103,6 +104,7 @@ class Lease:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
     running: list[tuple[str, int]] = field(default_factory=list)  # (job id, attempt)
+    draining: bool = False  # the worker is stopping: it takes no new jobs
 
     @classmethod
     def parse(cls, data: Any) -> Heartbeat:
@@ -114,7 +116,11 @@ class Heartbeat:
             if not isinstance(item[1], int) or not 0 <= item[1] <= INT32:
                 raise BadRequest("running holds [job, attempt] pairs", field="running")
             pairs.append((item[0], item[1]))
-        return cls(running=pairs)
+        return cls(running=pairs, draining=data.get("draining") is True)
+
+
+def parse_attempt(data: Any) -> int:
+    return _bounded(data, "attempt", 0, INT32)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

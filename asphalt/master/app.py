@@ -36,6 +36,11 @@ async def _closing(app: web.Application) -> None:
     app[SCHEDULER].close()
 
 
+def stop_accepting(app: web.Application) -> None:
+    """The master is stopping: no new work (503), long-polls answered, followers woken."""
+    app[SCHEDULER].close()
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SCHEDULER]
     reaper = asyncio.create_task(reap_forever(scheduler), name="reaper")

@@ -77,6 +77,14 @@ async def finish(request: web.Request) -> web.Response:
     return reply({"state": job.state})
 
 
+@routes.post(protocol.RELEASE)
+async def release(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    attempt = protocol.parse_attempt(await read_json(request))
+    job = request.app[SCHEDULER].release(worker, request.match_info["job"], attempt)
+    return reply({"state": job.state})
+
+
 @routes.post(protocol.DEREGISTER)
 async def deregister(request: web.Request) -> web.Response:
     request.app[SCHEDULER].deregister(_worker(request))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -28,11 +29,18 @@ def reply(body: Any, status: int = 200) -> web.Response:
 
 async def read_json(request: web.Request) -> Any:
     """The body as JSON, whatever the Content-Type says (curl --data sends a form type)."""
+    # aiohttp waits for a stalled body forever; a client that stops sending gets 408 instead.
+    limit_s = request.app.get(BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(limit_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as e:
         limit = request.app[MAX_BODY]
         raise TooLarge(f"the request body is over the limit of {limit} bytes") from e
+    except TimeoutError as e:
+        raise web.HTTPRequestTimeout(
+            text=f"the request body did not arrive within {limit_s:g} s; send it whole"
+        ) from e
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
@@ -44,6 +52,8 @@ async def read_json(request: web.Request) -> Any:
 
 
 MAX_BODY = web.AppKey("max_body", int)
+BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @web.middleware
@@ -65,6 +75,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif e.status == 413:
             message = f"the request body is over the limit of {request.app[MAX_BODY]} bytes"
         response = reply({"error": message}, e.status)
+        if e.status == 408:  # the rest of that body may still come; it is not a new request
+            response.force_close()
     except Exception:
         _log.exception("request_failed", method=request.method, path=request.path)
         response = reply({"error": "internal error; the master logged it"}, 500)

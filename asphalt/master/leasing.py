@@ -155,7 +155,12 @@ class Leasing:
     async def heartbeat(self, worker: Worker, beat: Heartbeat) -> HeartbeatReply:
         """Renew leases; hold the answer up to one heartbeat for a cancel to carry back."""
         now_m = self.now_m()
-        self.store.save_worker(self.registry.touch(worker.id, now=self.now(), now_m=now_m))
+        touched = self.registry.touch(worker.id, now=self.now(), now_m=now_m)
+        if beat.draining and not touched.draining:
+            touched = replace(touched, draining=True)
+            self.registry.update(touched)
+            _log.info("worker_draining", worker=worker.id)
+        self.store.save_worker(touched)
         forget = []
         for job_id, attempt in beat.running:
             held = self._leases.get(job_id)
@@ -199,6 +204,25 @@ class Leasing:
         )
         self._end(ended)
         return ended
+
+    def release(self, worker: Worker, job_id: str, attempt: int) -> Job:
+        """A stopping worker hands a job back: it runs again elsewhere, not counted as a retry."""
+        job = self.job(job_id)
+        if job.worker != worker.id or job.attempt != attempt or job.state is not JobState.RUNNING:
+            raise Conflict(f"attempt {attempt} of job {job_id} is not leased to this worker")
+        now = self.now()
+        if job.cancel_requested:
+            ended = job.to(JobState.CANCELLED, ended_at=now, reason="cancelled by request")
+            self._end(ended)
+            return ended
+        why = f"handed back by worker {worker.name} as it stopped"
+        back = job.to(JobState.LOST, ended_at=now, reason=why).requeued()
+        self.store.save(jobs=[back])
+        self._drop_lease(job)
+        _log.info("job_released", job=job.id, worker=worker.id, attempt=attempt)
+        self.signals.notify(f"job:{job.id}")
+        self._enqueue(back)
+        return back
 
     def _record_late(self, job: Job, worker: Worker, fin: Finish) -> None:
         """Keep, beside the attempt it belongs to, a result that came after it was given up on."""

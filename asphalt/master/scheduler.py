@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from asphalt import log
 from asphalt.config import MasterConfig
-from asphalt.errors import Conflict, NotFound
+from asphalt.errors import Conflict, NotFound, Unavailable
 from asphalt.master import reactions
 from asphalt.master.inputs import TaskInput
 from asphalt.master.leasing import Held, Leasing
@@ -72,7 +72,12 @@ class Scheduler(Leasing):
 
     # projects and tasks
 
+    def _accepting(self) -> None:
+        if self.closing:
+            raise Unavailable("the master is stopping; send it again once it is back")
+
     def create_project(self, name: str, pid: str | None) -> Project:
+        self._accepting()
         project = Project(id=pid or new_id(), name=name, created_at=self.now())
         self.store.create_project(project)
         _log.info("project_created", project=project.id, name=name)
@@ -100,6 +105,7 @@ class Scheduler(Leasing):
         return {job.role: job for job in self.store.jobs(list(run.jobs.values()))}
 
     def create_task(self, project: Project, task_input: TaskInput) -> Task:
+        self._accepting()
         now = self.now()
         task_id = task_input.id or new_id()
         jobs = self._new_jobs(project.id, task_id, 1, task_input.jobs, now)
@@ -137,6 +143,7 @@ class Scheduler(Leasing):
         return jobs
 
     def rerun_task(self, project: Project, task: Task) -> Task:
+        self._accepting()
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] != "complete":
             raise Conflict("the task's current run has not ended; cancel it first", field="task")

@@ -1,29 +1,18 @@
-"""The worker agent: registers, long-polls for jobs, runs them in slots, heartbeats, reports."""
+"""The worker agent: registers, long-polls for jobs, runs them in slots, heartbeats, drains."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from dataclasses import dataclass, field
 
 from asphalt import __version__, log
 from asphalt.config import WorkerConfig
-from asphalt.protocol import Finish, Lease, Registration
-from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
-from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
-from asphalt.worker.uploader import Uploader
+from asphalt.protocol import Lease, Registration
+from asphalt.worker.client import MasterClient, MasterError, UnknownWorker
+from asphalt.worker.runner import Runner, RunningJob, backoff
+from asphalt.worker.runtimes.base import Runtime
 
 _log = log.get("asphalt.agent")
-BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-@dataclass(slots=True)
-class _Running:
-    lease: Lease
-    task: asyncio.Task[int] | None = None
-    stop_as: str | None = None  # "cancelled" or "forgotten" once asked to stop
-    started_at: float = field(default_factory=time.time)
 
 
 class Agent:
@@ -33,21 +22,31 @@ class Agent:
         self.client = client
         self.worker_id = ""
         self.heartbeat_s = 10.0
+        self._runner = Runner(config, client, self.runtimes)
         self._slots = asyncio.Semaphore(config.slots)
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, RunningJob] = {}
         self._registered = asyncio.Event()
+        self._draining = asyncio.Event()
+        self._job_ended = asyncio.Event()
+
+    def drain(self) -> None:
+        """Stop taking jobs; finish what runs for up to `drain_s`, then hand the rest back."""
+        self._draining.set()
 
     async def run(self) -> None:
-        """Work until cancelled; then leave the master cleanly if it can be reached."""
+        """Work until drained (or cancelled); then leave the master if it can be reached."""
         try:
             async with asyncio.TaskGroup() as group:
                 await self._register()
-                group.create_task(self._heartbeats(), name="heartbeats")
+                beats = group.create_task(self._heartbeats(), name="heartbeats")
                 await self._poll(group)
+                await self._finish_or_hand_back()
+                beats.cancel()
         finally:
             if self.worker_id:
                 with contextlib.suppress(MasterError):
                     await asyncio.shield(self.client.deregister(self.worker_id))
+                _log.info("worker_stopped", worker=self.worker_id)
 
     async def _register(self) -> None:
         self._registered.clear()
@@ -60,16 +59,16 @@ class Agent:
             version=__version__,
             untyped=self.config.untyped,
         )
-        for attempt in range(1_000_000):
+        attempt = 0
+        while True:
             try:
                 welcome = await self.client.register(reg)
                 break
             except MasterError as e:
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                _log.warning(
-                    "register_failed", master=self.client.base_url, error=str(e), retry_s=delay
-                )
-                await asyncio.sleep(delay)
+                url = self.client.base_url
+                _log.warning("register_failed", master=url, error=str(e), retry_s=backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
         self.worker_id = welcome.worker
         self.heartbeat_s = welcome.heartbeat_s
         self.client.poll_hold_s = welcome.poll_hold_s
@@ -78,133 +77,61 @@ class Agent:
         _log.info("worker_registered", worker=self.worker_id, runtimes=list(self.runtimes))
 
     async def _poll(self, group: asyncio.TaskGroup) -> None:
+        """Keep one long-poll open while a slot is free, until the worker drains."""
         failures = 0
-        while True:
-            await self._slots.acquire()
-            try:
-                lease = await self.client.lease(self.worker_id)
-                failures = 0
-            except UnknownWorker:
-                self._slots.release()
-                await self._register()
-                continue
-            except MasterError as e:
-                self._slots.release()
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                _log.warning("lease_failed", error=str(e), retry_s=delay)
-                await asyncio.sleep(delay)
-                continue
-            if lease is None:
-                self._slots.release()
-                continue
-            self._running[lease.job] = _Running(lease)
-            group.create_task(self._run_job(lease), name=f"job-{lease.job}")
-
-    async def _run_job(self, lease: Lease) -> None:
-        worker, entry = self.worker_id, self._running[lease.job]
-        _log.info("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
-        up = Uploader(
-            self.client, worker, lease.job, lease.attempt, flush_bytes=self.config.flush_bytes
-        )
-        pump = asyncio.create_task(up.pump(self.config.flush_interval_s))
+        draining = asyncio.create_task(self._draining.wait())
         try:
-            state, status, reason = await self._execute(entry, up)
+            while not self._draining.is_set():
+                await self._slots.acquire()
+                polling = asyncio.create_task(self.client.lease(self.worker_id))
+                await asyncio.wait({polling, draining}, return_when=asyncio.FIRST_COMPLETED)
+                if not polling.done():  # draining: a job leased just now is lost with the poll
+                    polling.cancel()
+                    self._slots.release()
+                    break
+                try:
+                    lease = polling.result()
+                    failures = 0
+                except UnknownWorker:
+                    self._slots.release()
+                    await self._register()
+                    continue
+                except MasterError as e:
+                    self._slots.release()
+                    _log.warning("lease_failed", error=str(e), retry_s=backoff(failures))
+                    await asyncio.sleep(backoff(failures))
+                    failures += 1
+                    continue
+                if lease is None:
+                    self._slots.release()
+                    continue
+                self._running[lease.job] = RunningJob(lease)
+                group.create_task(self._run(lease), name=f"job-{lease.job}")
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            draining.cancel()
+
+    async def _run(self, lease: Lease) -> None:
+        try:
+            await self._runner.run(self.worker_id, self._running[lease.job])
+        finally:
+            self._running.pop(lease.job, None)
             self._slots.release()
-        ended = time.time()
-        await self._deliver(up)
-        fin = Finish(
-            attempt=lease.attempt,
-            state=state,
-            status=status,
-            reason=reason,
-            started_at=entry.started_at,
-            ended_at=ended,
-        )
-        await self._report(worker, lease.job, fin)
-        self._running.pop(lease.job, None)
-        _log.info(
-            "job_finished",
-            job=lease.job,
-            state=state,
-            status=status,
-            duration_s=round(ended - entry.started_at, 3),
-        )
+            self._job_ended.set()
 
-    async def _execute(self, entry: _Running, up: Uploader) -> tuple[str, int | None, str | None]:
-        lease = entry.lease
-        runtime = self.runtimes.get(lease.runtime)
-        if runtime is None:
-            return "failed", None, f"this worker has no {lease.runtime} runtime"
-        spec = JobSpec(
-            job_id=lease.job,
-            attempt=lease.attempt,
-            action=lease.action,
-            container=lease.container,
-            env=lease.env,
-            worker_id=self.worker_id,
-        )
-        entry.task = asyncio.create_task(runtime.run(spec, up.write, grace_s=self.config.grace_s))
-        try:
-            done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
-        except asyncio.CancelledError:  # the worker is stopping: stop the job with it
-            entry.task.cancel()
-            await asyncio.wait({entry.task})
-            raise
-        if not done:
-            entry.stop_as = entry.stop_as or "timed_out"
-            entry.task.cancel()
-        try:
-            status = await entry.task
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            if entry.stop_as == "timed_out":
-                return "timed_out", None, f"ran over its timeout of {lease.timeout:g} s"
-            return "cancelled", None, "cancelled by request"
-        except RuntimeFailure as e:
-            return "failed", None, e.reason
-        except Exception as e:  # a bug or a surprise from a runtime ends this job, not the worker
-            _log.exception("job_crashed", job=lease.job)
-            return "failed", None, f"the worker could not run it: {e!r}"
-        return ("succeeded" if status == 0 else "failed"), status, None
+    async def _finish_or_hand_back(self) -> None:
+        """Let running jobs end for up to `drain_s`; then stop the rest and hand them back."""
+        _log.info("worker_draining", running=len(self._running), drain_s=self.config.drain_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.drain_s):
+                await self._all_ended()
+        for entry in list(self._running.values()):
+            entry.stop("released")
+        await self._all_ended()
 
-    async def _deliver(self, up: Uploader) -> None:
-        """Send the rest of the output; keep trying while the master is away."""
-        for attempt in range(1_000_000):
-            if await up.flush():
-                return
-            if up.stale:
-                return
-            await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-
-    async def _report(self, worker: str, job: str, fin: Finish) -> None:
-        for attempt in range(1_000_000):
-            try:
-                await self.client.finish(worker, job, fin)
-                return
-            except (Stale, UnknownWorker) as e:
-                _log.warning("finish_refused", job=job, error=str(e))
-                return
-            except Unreachable as e:
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                _log.warning("finish_failed", job=job, error=str(e), retry_s=delay)
-                await asyncio.sleep(delay)
-            except MasterError as e:
-                _log.error("finish_rejected", job=job, error=str(e))
-                return
-
-    def _stop(self, job_id: str, why: str) -> None:
-        entry = self._running.get(job_id)
-        if entry is not None and entry.task is not None and entry.stop_as is None:
-            entry.stop_as = why
-            entry.task.cancel()
-            _log.info("job_stopping", job=job_id, why=why)
+    async def _all_ended(self) -> None:
+        while self._running:
+            self._job_ended.clear()
+            await self._job_ended.wait()
 
     async def _heartbeats(self) -> None:
         failures = 0
@@ -215,8 +142,11 @@ class Agent:
                 for job, entry in self._running.items()
                 if entry.stop_as is None
             ]
+            draining = self._draining.is_set()
             try:
-                reply = await self.client.heartbeat(self.worker_id, running, self.heartbeat_s)
+                reply = await self.client.heartbeat(
+                    self.worker_id, running, self.heartbeat_s, draining=draining
+                )
                 failures = 0
             except UnknownWorker:
                 await asyncio.sleep(1.0)
@@ -224,7 +154,7 @@ class Agent:
             except MasterError as e:
                 failures += 1
                 _log.warning("heartbeat_failed", error=str(e))
-                await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+                await asyncio.sleep(backoff(failures))
                 continue
             for job in reply.cancel:
                 self._stop(job, "cancelled")
@@ -232,3 +162,8 @@ class Agent:
                 self._stop(job, "forgotten")
             if reply.cancel or reply.forget:
                 await asyncio.sleep(0.05)  # give the stops a moment before beating again
+
+    def _stop(self, job_id: str, why: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None:
+            entry.stop(why)

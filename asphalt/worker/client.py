@@ -83,10 +83,11 @@ class MasterClient:
         return None if status == 204 else Lease(**body)
 
     async def heartbeat(
-        self, worker: str, running: list[tuple[str, int]], hold_s: float
+        self, worker: str, running: list[tuple[str, int]], hold_s: float, *, draining: bool = False
     ) -> HeartbeatReply:
         path = protocol.HEARTBEAT.format(worker=worker)
-        _, body = await self._call(path, json={"running": running}, timeout_s=hold_s + 15)
+        body = {"running": running, "draining": draining}
+        _, body = await self._call(path, json=body, timeout_s=hold_s + 15)
         return HeartbeatReply(**body)
 
     async def output(self, worker: str, job: str, attempt: int, offset: int, data: bytes) -> int:
@@ -97,6 +98,9 @@ class MasterClient:
 
     async def finish(self, worker: str, job: str, fin: protocol.Finish) -> None:
         await self._call(protocol.FINISH.format(worker=worker, job=job), json=asdict(fin))
+
+    async def release(self, worker: str, job: str, attempt: int) -> None:
+        await self._call(protocol.RELEASE.format(worker=worker, job=job), json={"attempt": attempt})
 
     async def deregister(self, worker: str) -> None:
         await self._call(protocol.DEREGISTER.format(worker=worker), json={}, timeout_s=5)

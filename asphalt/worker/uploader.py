@@ -14,17 +14,35 @@ class Uploader:
     """Buffers output and sends it with its byte offset, so a resent chunk is never stored twice."""
 
     def __init__(
-        self, client: MasterClient, worker: str, job: str, attempt: int, *, flush_bytes: int
+        self,
+        client: MasterClient,
+        worker: str,
+        job: str,
+        attempt: int,
+        *,
+        flush_bytes: int,
+        buffer_cap: int = 16 << 20,
     ) -> None:
         self._client = client
         self._worker, self._job, self._attempt = worker, job, attempt
         self._flush_bytes = flush_bytes
         self._buffer = bytearray()
+        self._buffer_cap = buffer_cap
+        self._dropped = 0  # bytes not kept while the master was away and the buffer was full
         self._sent = 0
         self._lock = asyncio.Lock()
         self.stale = False  # the master gave this attempt to someone else; stop sending
 
     async def write(self, chunk: bytes) -> None:
+        if len(self._buffer) >= self._buffer_cap:
+            # The master is away and the buffer is full: memory stays bounded, and a marker
+            # says what was left out (offsets count what is sent, so they stay consistent).
+            self._dropped += len(chunk)
+            return
+        if self._dropped:
+            lost = f"\n[asphalt: {self._dropped} bytes of output lost; the master was away]\n"
+            self._buffer += lost.encode()
+            self._dropped = 0
         self._buffer += chunk
         if len(self._buffer) >= self._flush_bytes:
             await self.flush()

@@ -1,0 +1,153 @@
+"""Runs one leased job: the runtime under its timeout, output upload, then finish or release."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from asphalt import log
+from asphalt.config import WorkerConfig
+from asphalt.protocol import Finish, Lease
+from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
+from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
+from asphalt.worker.uploader import Uploader
+
+_log = log.get("asphalt.runner")
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# How a job is asked to stop early, and what the master is told it ended as.
+STOPS = {
+    "timed_out": "timed_out",
+    "cancelled": "cancelled",
+    "forgotten": "cancelled",  # the master gave it up; it will refuse the report anyway
+    "released": "released",  # the worker is stopping: hand it back to run elsewhere
+}
+
+
+def backoff(attempt: int) -> float:
+    return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+
+
+@dataclass(slots=True)
+class RunningJob:
+    lease: Lease
+    task: asyncio.Task[int] | None = None
+    stop_as: str | None = None  # a key of STOPS once asked to stop
+    started_at: float = field(default_factory=time.time)
+
+    def stop(self, why: str) -> None:
+        if self.task is not None and self.stop_as is None:
+            self.stop_as = why
+            self.task.cancel()
+            _log.info("job_stopping", job=self.lease.job, why=why)
+
+
+class Runner:
+    def __init__(self, config: WorkerConfig, client: MasterClient, runtimes: dict[str, Runtime]):
+        self.config = config
+        self.client = client
+        self.runtimes = runtimes
+
+    async def run(self, worker: str, entry: RunningJob) -> None:
+        lease = entry.lease
+        _log.info("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
+        up = Uploader(
+            self.client,
+            worker,
+            lease.job,
+            lease.attempt,
+            flush_bytes=self.config.flush_bytes,
+            buffer_cap=self.config.buffer_cap,
+        )
+        pump = asyncio.create_task(up.pump(self.config.flush_interval_s))
+        try:
+            state, status, reason = await self._execute(worker, entry, up)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        ended = time.time()
+        await self._deliver(up)
+        if state == "released":
+            await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
+        else:
+            fin = Finish(
+                attempt=lease.attempt,
+                state=state,
+                status=status,
+                reason=reason,
+                started_at=entry.started_at,
+                ended_at=ended,
+            )
+            await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
+        duration_s = round(ended - entry.started_at, 3)
+        _log.info("job_finished", job=lease.job, state=state, status=status, duration_s=duration_s)
+
+    async def _execute(
+        self, worker: str, entry: RunningJob, up: Uploader
+    ) -> tuple[str, int | None, str | None]:
+        lease = entry.lease
+        runtime = self.runtimes.get(lease.runtime)
+        if runtime is None:
+            return "failed", None, f"this worker has no {lease.runtime} runtime"
+        spec = JobSpec(
+            job_id=lease.job,
+            attempt=lease.attempt,
+            action=lease.action,
+            container=lease.container,
+            env=lease.env,
+            worker_id=worker,
+        )
+        entry.task = asyncio.create_task(runtime.run(spec, up.write, grace_s=self.config.grace_s))
+        try:
+            done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
+        except asyncio.CancelledError:  # the worker is forced to stop: stop the job with it
+            entry.task.cancel()
+            await asyncio.wait({entry.task})
+            raise
+        if not done:
+            entry.stop("timed_out")
+        try:
+            status = await entry.task
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            if entry.stop_as == "timed_out":
+                return "timed_out", None, f"ran over its timeout of {lease.timeout:g} s"
+            if entry.stop_as == "released":
+                return "released", None, None
+            return "cancelled", None, "cancelled by request"
+        except RuntimeFailure as e:
+            return "failed", None, e.reason
+        except Exception as e:  # a bug or a surprise from a runtime ends this job, not the worker
+            _log.exception("job_crashed", job=lease.job)
+            return "failed", None, f"the worker could not run it: {e!r}"
+        return ("succeeded" if status == 0 else "failed"), status, None
+
+    async def _deliver(self, up: Uploader) -> None:
+        """Send the rest of the output; keep trying while the master is away."""
+        attempt = 0
+        while not await up.flush() and not up.stale:
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+
+    async def _call(self, send: Callable[[], Awaitable[None]], lease: Lease) -> None:
+        """Report the end (or the release) until the master takes it; keep it while it is away."""
+        attempt = 0
+        while True:
+            try:
+                await send()
+                return
+            except (Stale, UnknownWorker) as e:
+                _log.warning("report_refused", job=lease.job, error=str(e))
+                return
+            except Unreachable as e:
+                _log.warning("report_failed", job=lease.job, error=str(e), retry_s=backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+            except MasterError as e:
+                _log.error("report_rejected", job=lease.job, error=str(e))
+                return
