@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="worker: on SIGTERM, time for jobs to end before they are handed back (60)",
     )
+    flag(
+        "state",
+        metavar="DIR",
+        help="worker: its lock files, to end what a killed run left (~/.local/state/asphalt)",
+    )
     flag("grace", type=float, default=10.0, metavar="S", help="worker: SIGTERM to SIGKILL grace")
     flag("lease", type=float, default=45.0, metavar="S", help="master: job lease length")
     flag("heartbeat", type=float, default=10.0, metavar="S", help="master: heartbeat interval")
@@ -91,6 +96,13 @@ def _master_url(raw: str) -> str:
     if ":" not in url.split("://", 1)[1]:
         url += ":8080"
     return url
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if not args.master:
+        return Path(args.data) / "worker"
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "asphalt"
 
 
 def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig | None, str]:
@@ -121,6 +133,7 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         grace_s=args.grace,
         # A worker of its own stops with the master: its jobs go back to the queue at once.
         drain_s=args.drain if args.master else 0.0,
+        state_dir=Path(args.state) if args.state else _state_dir(args),
     )
     if args.master:
         return None, worker, args.log

@@ -18,6 +18,7 @@ class WorkerConfig:
     grace_s: float = 10.0
     drain_s: float = 60.0  # on SIGTERM, how long running jobs may go on before being handed back
     buffer_cap: int = 16 << 20  # output kept per job while the master cannot be reached
+    state_dir: Path = Path("asphalt-worker")  # lock files that let a restarted worker reap
     flush_interval_s: float = 1.0
     flush_bytes: int = 64 << 10
 

@@ -154,6 +154,7 @@ def start_master(data: Path, port: int, *extra: str) -> tuple[Proc, Http]:
 
 def start_worker(master_port: int, log_dir: Path, *extra: str) -> Proc:
     args = ["-master", f"127.0.0.1:{master_port}", "-log", "json", "-docker-network", "none"]
+    args += ["-state", str(log_dir / "worker-state")]
     args += ["-grace", "2", *extra]
     return Proc(args, log_dir / f"worker-{time.monotonic_ns()}.log")
 

@@ -133,7 +133,7 @@ async def test_the_command_line_is_exec_cleanenv_env_image_sh_c(fake: Fake) -> N
     job = spec(fake.image, "exit 3", GREETING="hi")
     assert await fake.runtime().run(job, Output(), grace_s=1) == 3
     env = ["--env", "GREETING=hi", "--env", f"ASPHALT_JOB_ID={job.job_id}"]
-    env += ["--env", "ASPHALT_ATTEMPT=4"]
+    env += ["--env", "ASPHALT_ATTEMPT=4", "--env", "ASPHALT_WORKER_ID="]
     exec_ = [str(fake.binary), "exec", "--cleanenv", *env, str(fake.image), "sh", "-c", "exit 3"]
     assert fake.calls("exec") == [exec_]
 
@@ -143,7 +143,7 @@ async def test_the_job_sees_only_its_own_env(fake: Fake, monkeypatch: pytest.Mon
     out = Output()
     await fake.runtime().run(spec(fake.image, ["env"], GREETING="hi"), out, grace_s=1)
     names = {line.split("=", 1)[0] for line in out.text.splitlines()}
-    assert names == {"GREETING", "ASPHALT_JOB_ID", "ASPHALT_ATTEMPT"}
+    assert names == {"GREETING", "ASPHALT_JOB_ID", "ASPHALT_ATTEMPT", "ASPHALT_WORKER_ID"}
 
 
 @pytest.mark.parametrize("binary", ["singularity", "apptainer"])

@@ -43,10 +43,27 @@ async def list_projects(request: web.Request) -> web.Response:
     return reply({"projects": [p.view() for p in sorted(projects, key=lambda p: p.name)]})
 
 
+def _idempotency(request: web.Request) -> str | None:
+    """The key under which a create is remembered: the same key again returns the first result."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= 200 or not raw.isprintable():
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key"
+        )
+    return f"{request.path}\n{raw}"
+
+
 @routes.post("/", name="create_project")
 async def create_project(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    key = _idempotency(request)
+    made = scheduler.store.made_by(key) if key else None
+    if made is not None:
+        return reply(scheduler.project(made[0]).view(), 201)
     given = parse_project(await read_json(request))
-    project = request.app[SCHEDULER].create_project(given.name, given.id)
+    project = scheduler.create_project(given.name, given.id, key=key)
     return reply(project.view(), 201)
 
 
@@ -71,7 +88,12 @@ async def show_project(request: web.Request) -> web.Response:
 @routes.post("/projects/{project}", name="create_task")
 async def create_task(request: web.Request) -> web.Response:
     scheduler, project = _project(request)
-    task = scheduler.create_task(project, parse_task(await read_json(request)))
+    key = _idempotency(request)
+    made = scheduler.store.made_by(key) if key else None
+    if made is not None:
+        task = scheduler.task(project, made[1])
+    else:
+        task = scheduler.create_task(project, parse_task(await read_json(request)), key=key)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 

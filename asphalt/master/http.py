@@ -27,13 +27,13 @@ def reply(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, dumps=dumps)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON, whatever the Content-Type says (curl --data sends a form type)."""
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within the size limit (413) and the time it may take to arrive (408)."""
     # aiohttp waits for a stalled body forever; a client that stops sending gets 408 instead.
     limit_s = request.app.get(BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S)
     try:
         async with asyncio.timeout(limit_s):
-            raw = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as e:
         limit = request.app[MAX_BODY]
         raise TooLarge(f"the request body is over the limit of {limit} bytes") from e
@@ -41,6 +41,11 @@ async def read_json(request: web.Request) -> Any:
         raise web.HTTPRequestTimeout(
             text=f"the request body did not arrive within {limit_s:g} s; send it whole"
         ) from e
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, whatever the Content-Type says (curl --data sends a form type)."""
+    raw = await read_body(request)
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:

@@ -76,10 +76,10 @@ class Scheduler(Leasing):
         if self.closing:
             raise Unavailable("the master is stopping; send it again once it is back")
 
-    def create_project(self, name: str, pid: str | None) -> Project:
+    def create_project(self, name: str, pid: str | None, *, key: str | None = None) -> Project:
         self._accepting()
         project = Project(id=pid or new_id(), name=name, created_at=self.now())
-        self.store.create_project(project)
+        self.store.create_project(project, key=key)
         _log.info("project_created", project=project.id, name=name)
         return project
 
@@ -104,7 +104,9 @@ class Scheduler(Leasing):
     def run_jobs(self, run: Run) -> dict[Role, Job]:
         return {job.role: job for job in self.store.jobs(list(run.jobs.values()))}
 
-    def create_task(self, project: Project, task_input: TaskInput) -> Task:
+    def create_task(
+        self, project: Project, task_input: TaskInput, *, key: str | None = None
+    ) -> Task:
         self._accepting()
         now = self.now()
         task_id = task_input.id or new_id()
@@ -115,7 +117,7 @@ class Scheduler(Leasing):
             created_at=now,
             runs=(Run(number=1, created_at=now, jobs={j.role: j.id for j in jobs}),),
         )
-        self.store.create_task(task, jobs)
+        self.store.create_task(task, jobs, key=key)
         _log.info("task_created", project=project.id, task=task.id, jobs=len(jobs))
         self._enqueue(jobs[0])
         return task

@@ -27,6 +27,7 @@ _DBS = (
     "output",
     "outmeta",
     "workers",
+    "idem",  # Idempotency-Key -> what the first request made
 )
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
 
@@ -113,7 +114,20 @@ class Store:
 
     # projects
 
-    def create_project(self, project: Project) -> None:
+    def made_by(self, key: str) -> tuple[str, str] | None:
+        """What the request with this idempotency key made: (project id, task id or "")."""
+        with self._env.begin() as txn:
+            raw = txn.get(key.encode(), db=self._db["idem"])
+        if raw is None:
+            return None
+        project, task = msgpack.unpackb(raw)
+        return str(project), str(task)
+
+    def _remember(self, txn: lmdb.Transaction, key: str | None, project: str, task: str) -> None:
+        if key is not None:
+            txn.put(key.encode(), msgpack.packb((project, task)), db=self._db["idem"])
+
+    def create_project(self, project: Project, *, key: str | None = None) -> None:
         def fn(txn: lmdb.Transaction) -> None:
             if txn.get(project.id.encode(), db=self._db["projects"]) is not None:
                 raise Conflict(f"a project with id {project.id!r} exists already", field="id")
@@ -127,6 +141,7 @@ class Store:
                     raise Conflict(f"a project is already called {key!r}", field=what)
             txn.put(project.id.encode(), _pack(project), db=self._db["projects"])
             txn.put(project.name.encode(), project.id.encode(), db=self._db["names"])
+            self._remember(txn, key, project.id, "")
 
         self._write(fn)
 
@@ -145,13 +160,14 @@ class Store:
 
     # tasks and jobs
 
-    def create_task(self, task: Task, jobs: list[Job]) -> None:
+    def create_task(self, task: Task, jobs: list[Job], *, key: str | None = None) -> None:
         def fn(txn: lmdb.Transaction) -> None:
-            key = _task_key(task.project, task.id)
-            if txn.get(key, db=self._db["tasks"]) is not None:
+            task_key = _task_key(task.project, task.id)
+            if txn.get(task_key, db=self._db["tasks"]) is not None:
                 raise Conflict(f"task {task.id!r} exists already in this project", field="id")
-            txn.put(key, _pack(task), db=self._db["tasks"])
+            txn.put(task_key, _pack(task), db=self._db["tasks"])
             txn.put(_order_key(task), b"", db=self._db["task_order"])
+            self._remember(txn, key, task.project, task.id)
             for job in jobs:
                 self._put_job(txn, job)
 

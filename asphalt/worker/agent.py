@@ -8,6 +8,7 @@ import contextlib
 from asphalt import __version__, log
 from asphalt.config import WorkerConfig
 from asphalt.protocol import Lease, Registration
+from asphalt.worker import leftovers
 from asphalt.worker.client import MasterClient, MasterError, UnknownWorker
 from asphalt.worker.runner import Runner, RunningJob, backoff
 from asphalt.worker.runtimes.base import Runtime
@@ -28,6 +29,7 @@ class Agent:
         self._registered = asyncio.Event()
         self._draining = asyncio.Event()
         self._job_ended = asyncio.Event()
+        self._claims: list[leftovers.Claim] = []
 
     def drain(self) -> None:
         """Stop taking jobs; finish what runs for up to `drain_s`, then hand the rest back."""
@@ -35,6 +37,9 @@ class Agent:
 
     async def run(self) -> None:
         """Work until drained (or cancelled); then leave the master if it can be reached."""
+        claims: list[leftovers.Claim] = []
+        self._claims = claims
+        await leftovers.reap(self.config.state_dir, list(self.runtimes.values()))
         try:
             async with asyncio.TaskGroup() as group:
                 await self._register()
@@ -47,6 +52,8 @@ class Agent:
                 with contextlib.suppress(MasterError):
                     await asyncio.shield(self.client.deregister(self.worker_id))
                 _log.info("worker_stopped", worker=self.worker_id)
+            for claim in claims:
+                claim.release()
 
     async def _register(self) -> None:
         self._registered.clear()
@@ -70,6 +77,7 @@ class Agent:
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
         self.worker_id = welcome.worker
+        self._claims.append(leftovers.Claim(self.config.state_dir, self.worker_id))
         self.heartbeat_s = welcome.heartbeat_s
         self.client.poll_hold_s = welcome.poll_hold_s
         self._registered.set()

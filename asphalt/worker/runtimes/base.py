@@ -60,6 +60,10 @@ class Runtime(Protocol):
         """Run the job to its end and return its exit code."""
         ...
 
+    async def reap(self, worker_id: str) -> list[str]:
+        """End what an earlier, dead run of worker `worker_id` left; return those job ids."""
+        ...
+
     async def close(self) -> None:
         """Release what the runtime holds (connections to a daemon); called once, at stop."""
         ...

@@ -15,6 +15,7 @@ from .base import JobSpec, OutputSink, RuntimeFailure
 # Every job process carries these, so what a job leaves behind can be found again by its id.
 ENV_JOB = "ASPHALT_JOB_ID"
 ENV_ATTEMPT = "ASPHALT_ATTEMPT"
+ENV_WORKER = "ASPHALT_WORKER_ID"
 
 _READ_SIZE = 65536
 _POLL_S = 0.05
@@ -24,7 +25,7 @@ _PROC = Path("/proc")
 
 def job_env(spec: JobSpec) -> dict[str, str]:
     """The variables that mark a process (or container) as belonging to this job attempt."""
-    return {ENV_JOB: spec.job_id, ENV_ATTEMPT: str(spec.attempt)}
+    return {ENV_JOB: spec.job_id, ENV_ATTEMPT: str(spec.attempt), ENV_WORKER: spec.worker_id}
 
 
 def exit_code(returncode: int) -> int:
@@ -47,6 +48,30 @@ class HostRuntime:
 
     async def close(self) -> None:
         """Nothing to release; here so every runtime can be closed the same way."""
+
+    async def reap(self, worker_id: str) -> list[str]:
+        return await asyncio.to_thread(reap_processes, worker_id)
+
+
+def reap_processes(worker_id: str) -> list[str]:
+    """SIGKILL every process a run of this worker left (found by its env); return their jobs."""
+    if not worker_id or not _PROC.is_dir():
+        return []
+    marker = f"{ENV_WORKER}={worker_id}".encode()
+    jobs: set[str] = set()
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = _environ(entry)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if marker in env:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+            prefix = f"{ENV_JOB}=".encode()
+            jobs.update(v[len(prefix) :].decode() for v in env if v.startswith(prefix))
+    return sorted(jobs)
 
 
 async def run_process(

@@ -15,7 +15,7 @@ from typing import Any
 from spython.main import get_client
 
 from .base import JobSpec, OutputSink, RuntimeFailure
-from .host import job_env, run_process
+from .host import job_env, reap_processes, run_process
 
 # The URI schemes `singularity pull` (and spython) accept; images named so are pulled to the
 # cache once and run from there. Other schemes (docker-daemon://, oci-archive://...) go
@@ -52,6 +52,10 @@ class SingularityRuntime:
 
     async def close(self) -> None:
         """Nothing to release; here so every runtime can be closed the same way."""
+
+    async def reap(self, worker_id: str) -> list[str]:
+        """Its jobs are host processes (singularity exec), found and ended like host jobs."""
+        return await asyncio.to_thread(reap_processes, worker_id)
 
     async def _image(self, container: str) -> str:
         """The image argument for `exec`: a local path, or what a pull put in the cache."""
