@@ -247,3 +247,19 @@ def _get_html(url: str) -> str:
     request = urllib.request.Request(url, headers={"Accept": "text/html"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return str(response.read().decode())
+
+
+def test_a_browser_gets_an_html_page_for_an_unknown_address(site: Site, page: Page) -> None:
+    for path in ("/nothing/here", "/projects/nope", "/jobs/nope"):
+        response = page.goto(site.base + path)
+        assert response is not None and response.status == 404
+        expect(page.locator("h1")).to_have_text("Not here")
+
+
+def test_live_output_keeps_what_follows_a_carriage_return(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    action = "sleep 1; printf 'pct 10\\rpct 90\\n'; sleep 1; echo done"
+    task = site.http.post("/projects/p", {"id": "bar", "action": action})
+    page.goto(f"{site.base}/jobs/{task['jobs']['main']['id']}")
+    expect(page.locator("#output")).to_contain_text("done", timeout=20_000)
+    assert "pct 90" in page.locator("#output").inner_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from asphalt.errors import BadRequest, NotFound
@@ -180,7 +182,9 @@ async def _follow(
             await response.write(
                 _sse("output", data.decode("utf-8", "replace"), offset) if sse else data
             )
-        ended = current.attempt != attempt or current.state.terminal or scheduler.closing
+        ended = current.attempt != attempt or current.state.terminal
+        if scheduler.closing and not ended:
+            break  # no "end": a browser reconnects (from its last id) once the master is back
         if ended and not data:
             if sse:
                 await response.write(_sse("end", current.state, offset))
@@ -207,7 +211,8 @@ def _complete_utf8(data: bytes) -> int:
 
 
 def _sse(event: str, text: str, offset: int) -> bytes:
-    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
+    # SSE ends a line at \r too, so a progress bar's \r starts a new line rather than being lost.
+    lines = "".join(f"data: {line}\n" for line in re.split(r"\r\n|\r|\n", text))
     return f"event: {event}\nid: {offset}\n{lines}\n".encode()
 
 

@@ -33,6 +33,15 @@ async def negotiate(request: web.Request, handler: Handler) -> web.StreamRespons
         except AsphaltError as e:
             context = {"title": "Not here", "message": e.message, "live": False, "error": None}
             return aiohttp_jinja2.render_template("error.html", request, context, status=e.status)
+    if request.method == "GET" and wants_html(request):
+        try:
+            return await handler(request)
+        except web.HTTPException as e:  # no such page: tell a person in a page, not in JSON
+            if e.status < 400:
+                raise
+            message = f"There is nothing at {request.path}."
+            context = {"title": "Not here", "message": message, "live": False, "error": None}
+            return aiohttp_jinja2.render_template("error.html", request, context, status=e.status)
     if request.method == "POST" and route in forms.FORMS and forms.is_form(request):
         answer = await forms.handle(request, forms.FORMS[route])
         if answer is not None:

@@ -102,7 +102,9 @@ async def task(request: web.Request) -> web.Response:
     view = render.task_view(scheduler, project, task, run, output=False)
     for job in view["jobs"].values():
         job_record = scheduler.job(job["id"])
-        job["output"] = strip_ansi(render.output_text(scheduler, job_record, tail=8 << 10))
+        job["output"] = strip_ansi(
+            _whole_lines(render.output_text(scheduler, job_record, tail=8 << 10))
+        )
     runs = [render.run_summary(scheduler, r) for r in reversed(task.runs)]
     context = {
         "project": project.view(),
@@ -113,6 +115,15 @@ async def task(request: web.Request) -> web.Response:
         "title": f"{task.id} · {project.name}",
     }
     return _page(request, "task.html", context)
+
+
+def _whole_lines(text: str) -> str:
+    """A tail that starts at a line, not in the middle of one (after the "earlier bytes" note)."""
+    if not text.startswith("[asphalt: "):
+        return text
+    note, _, rest = text.partition("\n")
+    _, newline, lines = rest.partition("\n")
+    return f"{note}\n{lines}" if newline else text
 
 
 async def job(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ function formatTimes(root) {
 }
 
 let refreshing = false;
+const served = {}; // each live region's HTML as the server last sent it
 
 async function refresh() {
   if (refreshing) return;
@@ -37,11 +38,15 @@ async function refresh() {
     if (!response.ok) return;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const fresh of doc.querySelectorAll("[data-live]")) {
-      const old = document.querySelector('[data-live="' + fresh.dataset.live + '"]');
-      if (old && old.innerHTML !== fresh.innerHTML) {
-        old.innerHTML = fresh.innerHTML;
-        formatTimes(old);
-      }
+      const name = fresh.dataset.live;
+      const old = document.querySelector('[data-live="' + name + '"]');
+      // Compare with what the server sent before, not the page (whose times were reformatted),
+      // so an unchanged region is left alone: focus, selection and scroll stay where they are.
+      if (!old || served[name] === fresh.innerHTML) continue;
+      served[name] = fresh.innerHTML;
+      old.innerHTML = fresh.innerHTML;
+      formatTimes(old);
+      for (const pre of old.querySelectorAll("pre.output")) pre.scrollTop = pre.scrollHeight;
     }
     document.body.dataset.livePage = doc.body.dataset.livePage;
   } catch (e) {
@@ -71,6 +76,10 @@ function followOutput(pre) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const region of document.querySelectorAll("[data-live]")) {
+    served[region.dataset.live] = region.innerHTML;
+  }
+  for (const pre of document.querySelectorAll("pre.output")) pre.scrollTop = pre.scrollHeight;
   formatTimes(document);
   setInterval(() => formatTimes(document), 1000);
   const pre = document.querySelector("pre#output[data-follow=yes]");
