@@ -132,13 +132,13 @@ class Store:
             if txn.get(project.id.encode(), db=self._db["projects"]) is not None:
                 raise Conflict(f"a project with id {project.id!r} exists already", field="id")
             # A project is found by id or name, so neither may be another project's id or name.
-            for key, what, db in (
+            for taken, what, db in (
                 (project.name, "name", "names"),
                 (project.name, "name", "projects"),
                 (project.id, "id", "names"),
             ):
-                if txn.get(key.encode(), db=self._db[db]) is not None:
-                    raise Conflict(f"a project is already called {key!r}", field=what)
+                if txn.get(taken.encode(), db=self._db[db]) is not None:
+                    raise Conflict(f"a project is already called {taken!r}", field=what)
             txn.put(project.id.encode(), _pack(project), db=self._db["projects"])
             txn.put(project.name.encode(), project.id.encode(), db=self._db["names"])
             self._remember(txn, key, project.id, "")
