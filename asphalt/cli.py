@@ -165,7 +165,13 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
         app = None
         if master is not None:
             app = build_app(master)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+            runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=5.0,
+                keepalive_timeout=75.0,  # a client that stalls mid-headers is let go
+            )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, master.host, master.port).start()

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
-from asphalt.master.http import SCHEDULER, read_json, reply
+from asphalt.master.http import SCHEDULER, read_body, read_json, reply
 from asphalt.master.inputs import whole
 from asphalt.model import Worker
 from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
@@ -63,7 +63,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def output(request: web.Request) -> web.Response:
     worker = _worker(request)
     attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
-    data = await request.read()
+    data = await read_body(request)
     job = request.match_info["job"]
     received = request.app[SCHEDULER].output(worker, job, attempt, offset, data)
     return reply({"received": received})

@@ -49,11 +49,17 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+        # JSON may escape a lone surrogate ("\ud800"), which is no text at all: refuse it here
+        # rather than fail when it is stored.
+        dumps(value).encode()
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from e
+    except UnicodeEncodeError as e:
+        raise BadRequest("the request body holds text that is not valid Unicode") from e
     except RecursionError as e:
         raise BadRequest("the request body nests too deeply") from e
+    return value
 
 
 MAX_BODY = web.AppKey("max_body", int)

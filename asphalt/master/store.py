@@ -246,7 +246,7 @@ class Store:
             if not fresh:
                 return int(received)
             room = cap - stored
-            if room > 0:
+            if room >= 0:  # at exactly the cap the marker still goes in, once
                 kept = fresh[:room]
                 if len(fresh) > room:
                     kept += CUT_MARKER.format(cap=cap).encode()

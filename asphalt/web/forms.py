@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from asphalt.errors import AsphaltError, BadRequest
-from asphalt.master.http import SCHEDULER
+from asphalt.master.http import SCHEDULER, read_body
 from asphalt.master.inputs import parse_project, parse_task
 from asphalt.web import guard
 
@@ -23,7 +23,11 @@ def is_form(request: web.Request) -> bool:
 
 async def handle(request: web.Request, action: FormHandler) -> web.StreamResponse | None:
     """Run a form post, or None when the body is not a form from our pages (curl's JSON)."""
-    form = await request.post()
+    await read_body(request)  # within the size and time limits; post() parses what was read
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError):
+        return None  # not a form of ours: the JSON reader answers it
     if guard.FIELD not in form:
         return None
     back = request.headers.get("Referer") or "/"
