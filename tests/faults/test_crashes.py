@@ -100,10 +100,15 @@ def test_a_killed_worker_loses_its_job_and_its_restart_reaps_what_it_left(
         "/projects/p",
         {
             "id": "retried",
-            "jobs": {"main": {**job, "action": "echo hi; sleep 1", "retries": 1, "backoff": 0}},
+            "jobs": {"main": {**job, "action": "echo hi; sleep 4", "retries": 1, "backoff": 0}},
         },
     )["jobs"]["main"]["id"]
-    wait_until(lambda: _running(http, "p", ["lost", "retried"]) == 2, 60, "both running")
+
+    def printed(task: str, text: str) -> bool:
+        return bool(http.get(f"/projects/p/tasks/{task}")["jobs"]["main"]["output"] == text)
+
+    # Running for real (their output arrived), not only leased, when the worker dies.
+    wait_until(lambda: printed("lost", "started\n") and printed("retried", "hi\n"), 60, "both")
     worker.kill()
     left = job_processes({lost, retried}) or job_containers({lost, retried})
     assert left, "the killed worker's jobs should still be running, orphaned"
