@@ -10,12 +10,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from asphalt import __version__, log
+from asphalt import __version__, discovery, log
 from asphalt.config import MasterConfig, WorkerConfig
 from asphalt.errors import AsphaltError
 from asphalt.master.app import build_app, stop_accepting
@@ -55,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="master: data directory (./asphalt-data)",
     )
-    flag("master", metavar="HOST:PORT", help="run as a worker for the master at HOST:PORT")
+    flag("master", metavar="HOST:PORT", help="run as a worker for that master; auto: find one")
+    flag("advertise", action="store_true", help="master: announce itself on the network (mDNS)")
+    flag("mdns-interface", metavar="ADDR", help="the one interface mDNS uses (default: all)")
     flag(
         "types", default="", metavar="A,B", help="worker: capability types it offers, e.g. gpu,mac"
     )
@@ -92,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _master_url(raw: str) -> str:
+    if raw == "auto":
+        return raw
     url = raw if "://" in raw else f"http://{raw}"
     if ":" not in url.split("://", 1)[1]:
         url += ":8080"
@@ -134,6 +139,7 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         # A worker of its own stops with the master: its jobs go back to the queue at once.
         drain_s=args.drain if args.master else 0.0,
         state_dir=Path(args.state) if args.state else _state_dir(args),
+        mdns_interface=args.mdns_interface,
     )
     if args.master:
         return None, worker, args.log
@@ -146,6 +152,9 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         poll_hold_s=args.poll_hold,
         output_cap=args.output_cap,
         map_size=args.map_size << 20,
+        advertise=args.advertise,
+        mdns_interface=args.mdns_interface,
+        name=args.name,
     )
     return master, None if args.no_worker else worker, args.log
 
@@ -177,7 +186,16 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
             await web.TCPSite(runner, master.host, master.port).start()
             url = f"http://{master.host}:{master.port}"
             _log.info("master_serving", url=url, data=str(master.data_dir.resolve()))
+            if master.advertise:
+                address = master.mdns_interface or master.host
+                await stack.enter_async_context(
+                    discovery.advertised(master.name, address, master.port)
+                )
         agent = None
+        if worker is not None and worker.master_url == "auto":
+            found = await discovery.find_master(interface=worker.mdns_interface)
+            _log.info("master_found", url=found)
+            worker = replace(worker, master_url=found)
         if worker is not None:
             runtimes = await detect_runtimes(docker_network=worker.docker_network)
             stack.push_async_callback(_close, runtimes)

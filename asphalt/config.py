@@ -19,6 +19,7 @@ class WorkerConfig:
     drain_s: float = 60.0  # on SIGTERM, how long running jobs may go on before being handed back
     buffer_cap: int = 16 << 20  # output kept per job while the master cannot be reached
     state_dir: Path = Path("asphalt-worker")  # lock files that let a restarted worker reap
+    mdns_interface: str | None = None  # with master_url "auto": where to look for one
     flush_interval_s: float = 1.0
     flush_bytes: int = 64 << 10
 
@@ -34,3 +35,6 @@ class MasterConfig:
     lease_s: float = 45.0
     output_cap: int = 8 << 20
     max_body: int = 1 << 20
+    advertise: bool = False  # announce the master with mDNS, for `asphalt -master auto`
+    mdns_interface: str | None = None
+    name: str = "asphalt"

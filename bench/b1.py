@@ -1,4 +1,4 @@
-"""B1: a busybox `true` container job over HTTP until its result is stored, against the docker SDK."""
+"""B1: a busybox `true` container job, HTTP submit to stored result, against the docker SDK."""
 
 from __future__ import annotations
 

@@ -83,10 +83,12 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     restarted = Master(workdir, ["-no-worker"], data=store)
     cold_s = await restarted.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{restarted.url}/projects/b6?limit=1") as r:
-                if r.status != 200:
-                    raise RuntimeError(f"B6: the restarted master answered {r.status}")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{restarted.url}/projects/b6?limit=1") as r,
+        ):
+            if r.status != 200:
+                raise RuntimeError(f"B6: the restarted master answered {r.status}")
     finally:
         restarted.stop()
     rows = [

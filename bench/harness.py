@@ -143,7 +143,8 @@ class Master:
         self.port = self.port or free_port()
         if self.data is None:
             self.data = self.workdir / f"data-{self.port}"
-        self.proc = Proc(f"master:{self.port}", self.argv(), self.workdir / f"master-{self.port}.log")
+        log = self.workdir / f"master-{self.port}.log"
+        self.proc = Proc(f"master:{self.port}", self.argv(), log)
         self.proc.start()
         return await wait_http(self.url + "/", self.proc)
 
@@ -152,9 +153,7 @@ class Master:
             self.proc.stop()
 
 
-async def post_json(
-    session: aiohttp.ClientSession, url: str, body: Any, expect: int = 201
-) -> Any:
+async def post_json(session: aiohttp.ClientSession, url: str, body: Any, expect: int = 201) -> Any:
     async with session.post(url, json=body) as r:
         data = await r.json(content_type=None) if r.status != 204 else None
         if r.status != expect:

@@ -322,3 +322,14 @@ def test_a_worker_keeps_running_through_a_master_crash_and_delivers_when_it_retu
     done = wait_until(lambda: http.task_done("p", "long"), 30, "the buffered result")
     main = done["jobs"]["main"]
     assert (main["state"], main["output"], main["attempt"]) == ("succeeded", "before\nafter\n", 1)
+
+
+def test_a_worker_finds_an_advertised_master_by_itself(cluster: Cluster) -> None:
+    http = cluster.master("-no-worker", "-advertise", "-name", f"m{cluster.port}")
+    args = ["-master", "auto", "-mdns-interface", "127.0.0.1", "-log", "json", "-name", "finder"]
+    args += ["-state", str(cluster.tmp / "finder-state")]
+    cluster.procs.append(Proc(args, cluster.tmp / "finder.log"))
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "found", "action": "echo found it"})
+    done = wait_until(lambda: http.task_done("p", "found"), 30, "the worker to find the master")
+    assert done["jobs"]["main"]["workerName"] == "finder"

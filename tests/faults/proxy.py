@@ -34,12 +34,12 @@ class Proxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._open.is_set():
-            writer.close()
+            writer.transport.abort()  # refused, as a cut cable would
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
@@ -68,8 +68,22 @@ class Proxy:
         self._open.set()
 
     def close(self) -> None:
-        self.cut()
-        self._loop.call_soon_threadsafe(self._server.close)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """End every connection and task on the proxy's loop, so nothing is left unclosed."""
+        self._open.clear()
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._server.wait_closed()
+        for _ in range(3):  # let the aborted transports finish closing
+            await asyncio.sleep(0)
