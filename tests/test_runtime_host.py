@@ -111,13 +111,13 @@ async def test_a_missing_executable_is_a_runtime_failure() -> None:
 async def test_cancel_stops_the_job_and_everything_it_started(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     action = f"sleep 100 & echo $! >{pids}; echo $$ >>{pids}; echo started; wait"
-    run = asyncio.create_task(HostRuntime().run(spec(action), Output(), grace_s=5))
+    run = asyncio.create_task(HostRuntime().run(spec(action), Output(), grace_s=60))
     child, shell = await wait_for_pids(pids, 2)
     started = time.monotonic()
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert time.monotonic() - started < 2  # they took the SIGTERM; no need to wait the grace
+    assert time.monotonic() - started < 30  # they took the SIGTERM; no need to wait the grace
     assert not alive(child)
     assert not alive(shell)
 
@@ -131,7 +131,7 @@ async def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Pa
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert 0.5 <= time.monotonic() - started < 3
+    assert 0.5 <= time.monotonic() - started < 60  # after the grace, not after the sleep
     assert not alive(child)
     assert not alive(shell)
 
@@ -143,7 +143,7 @@ async def test_a_background_child_left_running_does_not_hang_the_job(tmp_path: P
     job = spec(f"sleep 100 & echo $! >{pids}; echo done")
     status = await HostRuntime().run(job, out, grace_s=5)
     assert (status, out.text) == (0, "done\n")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 60  # not the child's 100 s
     assert not alive(int(pids.read_text()))
 
 
@@ -151,7 +151,7 @@ async def test_a_child_that_left_the_process_group_is_found_by_its_job_id(tmp_pa
     pids = tmp_path / "pids"
     started = time.monotonic()
     await HostRuntime().run(spec(f"setsid sleep 100 & echo $! >{pids}"), Output(), grace_s=5)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 60  # not the child's 100 s
     assert not alive(int(pids.read_text()))
 
 

@@ -186,7 +186,7 @@ async def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert 0.5 <= time.monotonic() - started < 3
+    assert 0.5 <= time.monotonic() - started < 60  # after the grace, not after the sleep
     assert not any(map(alive, read_pids(pids)))
 
 
