@@ -191,3 +191,32 @@ class Master:
 
 
 MasterFactory = Callable[..., Awaitable[Master]]
+
+
+class Cluster:
+    """A master and its workers as real processes, started by one test and stopped after it.
+
+    `defaults` go to every master start (e.g. "-no-worker" and short leases)."""
+
+    def __init__(self, tmp: Path, *defaults: str) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.port = free_port()
+        self.defaults = defaults
+        self.procs: list[Proc] = []
+        self.master_proc: Proc | None = None
+
+    def master(self, *extra: str) -> Http:
+        proc, http = start_master(self.data, self.port, *self.defaults, *extra)
+        self.procs.append(proc)
+        self.master_proc = proc
+        return http
+
+    def worker(self, *extra: str, port: int | None = None) -> Proc:
+        proc = start_worker(port or self.port, self.tmp, *extra)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()

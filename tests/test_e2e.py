@@ -10,30 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Http, Proc, free_port, start_master, start_worker, wait_until
-
-
-class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.data = tmp / "data"
-        self.port = free_port()
-        self.procs: list[Proc] = []
-
-    def master(self, *extra: str) -> Http:
-        proc, http = start_master(self.data, self.port, *extra)
-        self.procs.append(proc)
-        self.master_proc = proc
-        return http
-
-    def worker(self, *extra: str) -> Proc:
-        proc = start_worker(self.port, self.tmp, *extra)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+from harness import Cluster, Proc, wait_until
 
 
 @pytest.fixture

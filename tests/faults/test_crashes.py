@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Http, Proc, free_port, start_master, start_worker, wait_until
+from harness import Cluster, Http, wait_until
 from history import check, job_containers, job_processes
 from proxy import Proxy
 
@@ -16,32 +16,9 @@ from proxy import Proxy
 FAST = ("-lease", "3", "-heartbeat", "1")
 
 
-class Rig:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.procs: list[Proc] = []
-        self.master_proc: Proc | None = None
-
-    def master(self, *extra: str) -> Http:
-        proc, http = start_master(self.tmp / "data", self.port, "-no-worker", *FAST, *extra)
-        self.procs.append(proc)
-        self.master_proc = proc
-        return http
-
-    def worker(self, *extra: str, port: int | None = None) -> Proc:
-        proc = start_worker(port or self.port, self.tmp, *extra)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-
-
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+def rig(tmp_path: Path) -> Iterator[Cluster]:
+    r = Cluster(tmp_path, "-no-worker", *FAST)
     yield r
     r.stop()
 
@@ -56,7 +33,7 @@ def _running(http: Http, project: str, tasks: list[str]) -> int:
 
 @pytest.mark.docker
 def test_a_master_killed_with_200_queued_and_10_running_finishes_them_all(
-    rig: Rig, test_image: str
+    rig: Cluster, test_image: str
 ) -> None:
     http = rig.master()
     rig.worker("-slots", "10")
@@ -87,7 +64,7 @@ def test_a_master_killed_with_200_queued_and_10_running_finishes_them_all(
 @pytest.mark.docker
 @pytest.mark.parametrize("runtime", ["host", "docker"])
 def test_a_killed_worker_loses_its_job_and_its_restart_reaps_what_it_left(
-    rig: Rig, runtime: str, test_image: str
+    rig: Cluster, runtime: str, test_image: str
 ) -> None:
     http = rig.master()
     worker = rig.worker("-name", "doomed")
@@ -128,7 +105,7 @@ def test_a_killed_worker_loses_its_job_and_its_restart_reaps_what_it_left(
 @pytest.mark.parametrize(
     "cut_s", [1.5, 6.0], ids=["shorter-than-the-lease", "longer-than-the-lease"]
 )
-def test_a_worker_cut_off_from_the_master(rig: Rig, cut_s: float) -> None:
+def test_a_worker_cut_off_from_the_master(rig: Cluster, cut_s: float) -> None:
     http = rig.master()
     proxy = Proxy(rig.port)
     try:
@@ -165,7 +142,7 @@ def test_a_worker_cut_off_from_the_master(rig: Rig, cut_s: float) -> None:
         proxy.close()
 
 
-def test_sigterm_on_a_worker_finishes_short_jobs_and_hands_long_ones_back(rig: Rig) -> None:
+def test_sigterm_on_a_worker_finishes_short_jobs_and_hands_long_ones_back(rig: Cluster) -> None:
     http = rig.master()
     leaving = rig.worker("-drain", "2", "-slots", "2", "-name", "leaving")
     http.post("/", {"name": "p"})
@@ -183,7 +160,7 @@ def test_sigterm_on_a_worker_finishes_short_jobs_and_hands_long_ones_back(rig: R
     check(http, {"p": ["short", "long"]}, allow_queued=True)
 
 
-def test_sigterm_on_the_master_answers_waiting_polls_and_exits_cleanly(rig: Rig) -> None:
+def test_sigterm_on_the_master_answers_waiting_polls_and_exits_cleanly(rig: Cluster) -> None:
     http = rig.master()
     rig.worker()
     wait_until(lambda: http.get("/workers")["workers"], 30, "the worker")
@@ -195,7 +172,7 @@ def test_sigterm_on_the_master_answers_waiting_polls_and_exits_cleanly(rig: Rig)
     assert time.monotonic() - started < 15  # not the 25 s poll hold
 
 
-def test_failed_attempts_are_retried_with_backoff_and_each_is_kept(rig: Rig) -> None:
+def test_failed_attempts_are_retried_with_backoff_and_each_is_kept(rig: Cluster) -> None:
     http = rig.master()
     rig.worker()
     http.post("/", {"name": "p"})
@@ -213,7 +190,7 @@ def test_failed_attempts_are_retried_with_backoff_and_each_is_kept(rig: Rig) -> 
     check(http, {"p": ["t"]})
 
 
-def test_the_same_idempotency_key_creates_once(rig: Rig) -> None:
+def test_the_same_idempotency_key_creates_once(rig: Cluster) -> None:
     http = rig.master()
     key = {"Idempotency-Key": "deploy-42"}
     first = http.call("POST", "/", {"name": "p"}, headers=key)
