@@ -35,7 +35,7 @@ def drive_rq(jobs: int) -> float:
 
     queue = Queue("bench", connection=Redis.from_url(REDIS))
     started = time.perf_counter()
-    made = [queue.enqueue(run_true) for _ in range(jobs)]
+    made = [queue.enqueue("bench.compare_jobs.run_true") for _ in range(jobs)]
     for job in made:
         while job.get_status(refresh=True) not in ("finished", "failed"):
             time.sleep(0.005)

@@ -120,6 +120,7 @@ def test_a_running_jobs_output_appears_line_by_line(site: Site, page: Page) -> N
     expect(page.locator("[data-live=job-facts] .badge")).to_have_text("running")
     shot(page, "job-live")
     expect(page.locator("[data-live=job-facts] .badge")).to_have_text("succeeded", timeout=20_000)
+    expect(page.get_by_role("button", name="Re-run job")).to_be_visible()
     lines = output.inner_text().strip().split("\n")
     assert lines == [f"line {i}" for i in range(1, 7)]  # each line once, in order
 
@@ -173,6 +174,8 @@ def test_a_bad_form_says_what_is_wrong(site: Site, page: Page) -> None:
     page.get_by_label("Timeout (s)").fill("soon")
     page.get_by_role("button", name="Create task").click()
     expect(page.locator(".banner.error")).to_contain_text("timeout")
+    expect(page.get_by_label("Action")).to_have_value("true")  # what was typed is kept
+    expect(page.get_by_label("Timeout (s)")).to_have_value("soon")
 
 
 def test_pages_and_forms_work_without_javascript(site: Site, browser: Browser) -> None:

@@ -12,7 +12,7 @@ from multidict import MultiDictProxy
 from asphalt.errors import AsphaltError, BadRequest
 from asphalt.master.http import SCHEDULER, read_body
 from asphalt.master.inputs import parse_project, parse_task
-from asphalt.web import guard
+from asphalt.web import guard, pages
 
 FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[str]]
 
@@ -37,6 +37,9 @@ async def handle(request: web.Request, action: FormHandler) -> web.StreamRespons
     try:
         target = await action(request, fields)  # type: ignore[arg-type]
     except AsphaltError as e:
+        if action is create_task:  # show the form again with what was typed, and why not
+            typed = {k: str(v) for k, v in fields.items() if k != guard.FIELD}
+            return await pages.project(request, form=typed, error=e.message)
         raise web.HTTPSeeOther(_with_error(back, e.message)) from e
     raise web.HTTPSeeOther(target)
 

@@ -20,13 +20,16 @@ PAGE_TAIL = 64 << 10  # the output a page shows; the whole of it is one link awa
 RECENT_S = 24 * 3600
 
 
-def _page(request: web.Request, template: str, context: dict[str, Any]) -> web.Response:
+def _page(
+    request: web.Request, template: str, context: dict[str, Any], status: int = 200
+) -> web.Response:
     scheduler = request.app[SCHEDULER]
     context.setdefault("live", False)
     context["csrf"] = guard.token(request)
-    context["error"] = request.query.get("error")
+    context.setdefault("error", request.query.get("error"))
+    context.setdefault("form", {})
     context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
-    response = aiohttp_jinja2.render_template(template, request, context)
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
     guard.remember(request, response)
     return response
@@ -70,7 +73,10 @@ def _outcome(scheduler: Scheduler, task: Any) -> str | None:
     return outcome
 
 
-async def project(request: web.Request) -> web.Response:
+async def project(
+    request: web.Request, *, form: dict[str, str] | None = None, error: str | None = None
+) -> web.Response:
+    """The project page; after a bad form, again with what was typed and what was wrong."""
     scheduler = request.app[SCHEDULER]
     project = scheduler.project(request.match_info["project"])
     limit = parse_limit(request.query.get("limit"), default=25)
@@ -88,7 +94,9 @@ async def project(request: web.Request) -> web.Response:
         "live": any(_in_flight(t) for t in views),
         "title": project.name,
     }
-    return _page(request, "project.html", context)
+    if error is not None:
+        context |= {"error": error, "form": form or {}}
+    return _page(request, "project.html", context, status=400 if error else 200)
 
 
 async def task(request: web.Request) -> web.Response:
@@ -138,8 +146,11 @@ async def job(request: web.Request) -> web.Response:
         newline = data.find(b"\n")
         if 0 <= newline < len(data) - 1:
             start, data = start + newline + 1, data[newline + 1 :]
+    task_record = scheduler.task(project, record.task)
     context = {
         "project": project.view(),
+        "current": task_record.current.number == record.run,
+        "task_status": render.run_summary(scheduler, task_record.current)["status"],
         "job": view,
         "output": strip_ansi(data.decode("utf-8", "replace")),
         "offset": start + len(data),
