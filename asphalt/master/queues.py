@@ -88,6 +88,3 @@ class Queues:
             if not waiter.future.done():
                 waiter.future.cancel()
         self._waiters.clear()
-
-    def waiting_workers(self) -> int:
-        return sum(1 for w in self._waiters if w.open())
