@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import json
+import os
 import sys
 import tempfile
 import time
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmarks: {', '.join(unknown)}")
     started = datetime.now(UTC)
+    load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="asphalt-bench-"))
     try:
         rows, raw = asyncio.run(run_all(chosen, args.quick, workdir))
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "git": git_commit(ROOT),
         "machine": machine(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "versions": versions(),
         "rows": [dataclasses.asdict(r) for r in rows],
         "raw": raw,
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(rows))
-    print(f"\nresults: {args.out}")
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print(f"results: {args.out}")
     return 1 if any(r.metric == "failed" for r in rows) else 0
 
 
