@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -220,3 +221,19 @@ class Cluster:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+class Output:
+    """A runtime's output sink that remembers each piece, and says when the first came."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.first = asyncio.Event()
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.pieces.append(chunk)
+        self.first.set()
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.pieces).decode()

@@ -157,7 +157,8 @@ async def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
-    assert 1 <= time.monotonic() - started < 60  # killed after the grace, not after the sleep
+    elapsed = time.monotonic() - started
+    assert elapsed >= 1 and elapsed < 60  # killed after the grace, not after the sleep
     assert await containers_of(job) == ""
 
 

@@ -9,28 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness import Output
 
 from asphalt.worker.runtimes import HostRuntime, JobSpec, RuntimeFailure
 
 
 def spec(action: str | list[str], **env: str) -> JobSpec:
     return JobSpec(job_id=f"host-{uuid.uuid4().hex[:8]}", attempt=2, action=action, env=env)
-
-
-class Output:
-    """A sink that remembers each piece and when it came."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self.first = asyncio.Event()
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.pieces.append(chunk)
-        self.first.set()
-
-    @property
-    def text(self) -> str:
-        return b"".join(self.pieces).decode()
 
 
 def alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from harness import Output
 
 from asphalt.worker.runtimes import JobSpec, RuntimeFailure, SingularityRuntime
 from asphalt.worker.runtimes.singularity import env_flags
@@ -54,20 +55,6 @@ elif args[0] == "exec":
         sys.exit(f"FATAL: could not open image {{image}}: no such file")
     os.execvpe(command[0], command, env)
 """
-
-
-class Output:
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self.first = asyncio.Event()
-
-    async def __call__(self, chunk: bytes) -> None:
-        self.pieces.append(chunk)
-        self.first.set()
-
-    @property
-    def text(self) -> str:
-        return b"".join(self.pieces).decode()
 
 
 class Fake:
