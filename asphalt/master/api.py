@@ -179,6 +179,7 @@ async def _follow(
         data = data[: _complete_utf8(data)]
         if data:
             offset += len(data)
+            await scheduler.store.flushed()  # never show bytes before they are on disk
             await response.write(
                 _sse("output", data.decode("utf-8", "replace"), offset) if sse else data
             )

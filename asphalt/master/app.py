@@ -29,7 +29,13 @@ def build_app(config: MasterConfig) -> web.Application:
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
+    app.on_response_prepare.append(_flushed)
     return app
+
+
+async def _flushed(request: web.Request, response: web.StreamResponse) -> None:
+    """No answer leaves before the writes it may reflect are on disk (persist, then notify)."""
+    await request.app[SCHEDULER].store.flushed()
 
 
 async def _closing(app: web.Application) -> None:

@@ -21,6 +21,7 @@ _READ_SIZE = 65536
 _POLL_S = 0.05
 _DRAIN_S = 2.0
 _PROC = Path("/proc")
+_SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's own again
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -63,7 +64,7 @@ def reap_processes(worker_id: str) -> list[str]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            env = _environ(entry)
+            env = _environ(entry.name)
         except OSError:
             continue  # gone meanwhile, or not ours to read
         if marker in env:
@@ -204,6 +205,7 @@ class _JobProcesses:
     def __init__(self, pgid: int, spec: JobSpec) -> None:
         self._pgid = pgid
         self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
+        self._started = time.monotonic()
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM them all, SIGKILL whatever is left after grace_s."""
@@ -239,20 +241,54 @@ class _JobProcesses:
         # PID 1 that is not an init) they would otherwise look alive forever.
         found = []
         me = os.getpid()
-        for entry in _PROC.iterdir():
-            if not entry.name.isdigit() or int(entry.name) == me:
+        first = self._first_candidate()
+        for name in os.listdir(_PROC):
+            if not name.isdigit() or int(name) < first or int(name) == me:
                 continue
             try:
-                stat = (entry / "stat").read_bytes()
+                stat = _read(f"/proc/{name}/stat")
                 state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split(b" ", 3)[:3]
                 if state in (b"Z", b"X"):
                     continue
-                if int(pgrp) == self._pgid or self._marker <= _environ(entry):
-                    found.append(int(entry.name))
+                if int(pgrp) == self._pgid or self._marker <= _environ(name):
+                    found.append(int(name))
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
         return found
 
+    def _first_candidate(self) -> int:
+        """The lowest pid that can belong to the job.
 
-def _environ(proc_dir: Path) -> set[bytes]:
-    return set((proc_dir / "environ").read_bytes().split(b"\0"))
+        Usually the job ends with its group empty, and then only a process that escaped the group
+        can be left: a descendant, so started after the leader and (pids being handed out in
+        order) numbered above it. Looking only there spares reading every process on the box
+        after every job. The whole of /proc is read when that cannot be relied on: the group
+        still has members, the job ran long enough for pids to wrap, or they already did.
+        """
+        try:
+            os.killpg(self._pgid, 0)
+            return 0
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return 0
+        if time.monotonic() - self._started > _SHORT_JOB_S:
+            return 0
+        try:
+            last = int(_read("/proc/sys/kernel/ns_last_pid"))
+        except (OSError, ValueError):
+            return 0
+        return self._pgid + 1 if last > self._pgid else 0
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _environ(pid: str) -> set[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        return set(file.read().split(b"\0"))
