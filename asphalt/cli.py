@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         "output-cap", type=int, default=8 << 20, metavar="BYTES", help="master: output kept per job"
     )
     flag("log", choices=("auto", "console", "json"), default="auto", help="log format (auto)")
+    flag(
+        "log-level",
+        choices=("debug", "info", "warning"),
+        default="info",
+        help="info (default) logs every change and error; debug also every read",
+    )
     p.add_argument("-version", "--version", action="version", version=f"asphalt {__version__}")
     return p
 
@@ -110,7 +116,9 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(base) / "asphalt"
 
 
-def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig | None, str]:
+def parse(
+    argv: Sequence[str] | None,
+) -> tuple[MasterConfig | None, WorkerConfig | None, tuple[str, str]]:
     """The configs to run: (master, worker); either may be None, never both."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -142,7 +150,7 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         mdns_interface=args.mdns_interface,
     )
     if args.master:
-        return None, worker, args.log
+        return None, worker, (args.log, args.log_level)
     master = MasterConfig(
         host=args.host,
         port=args.port,
@@ -156,7 +164,7 @@ def parse(argv: Sequence[str] | None) -> tuple[MasterConfig | None, WorkerConfig
         mdns_interface=args.mdns_interface,
         name=args.name,
     )
-    return master, None if args.no_worker else worker, args.log
+    return master, None if args.no_worker else worker, (args.log, args.log_level)
 
 
 async def _close(runtimes: list[Runtime]) -> None:
@@ -217,8 +225,8 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    master, worker, log_format = parse(argv)
-    log.setup(log_format)
+    master, worker, (log_format, log_level) = parse(argv)
+    log.setup(log_format, level=log.LEVELS[log_level])
     try:
         asyncio.run(_serve(master, worker))
     except AsphaltError as e:

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
 
 def setup(fmt: str = "auto", *, level: int = logging.INFO) -> None:
     """Configure structlog once for the process; `fmt` is console, json or auto."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -70,8 +71,11 @@ def new_id(nbytes: int = 6) -> str:
 
 
 def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
+    return None if ts is None else _rfc3339(ts)
+
+
+@functools.lru_cache(maxsize=4096)  # views show the same few times over and over
+def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

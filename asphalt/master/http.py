@@ -92,7 +92,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         _log.exception("request_failed", method=request.method, path=request.path)
         response = reply({"error": "internal error; the master logged it"}, 500)
     if not request.path.startswith("/_worker/"):
-        _log.info(
+        # Every change logs its own event (task_created, job_ended, ...), so a request line is
+        # news only when it was refused; the rest are for -log-level debug.
+        (_log.info if response.status >= 400 else _log.debug)(
             "request",
             method=request.method,
             path=request.path,

@@ -68,7 +68,7 @@ class Leasing:
         self.store.save(jobs=[job])
         self._leases[job.id] = Held(worker.id, job.attempt, self.now_m() + self.config.lease_s)
         self.registry.running.setdefault(worker.id, set()).add(job.id)
-        _log.info("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
+        _log.debug("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
         self.signals.notify(f"job:{job.id}")
         return job
 

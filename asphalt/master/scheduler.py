@@ -118,7 +118,7 @@ class Scheduler(Leasing):
             runs=(Run(number=1, created_at=now, jobs={j.role: j.id for j in jobs}),),
         )
         self.store.create_task(task, jobs, key=key)
-        _log.info("task_created", project=project.id, task=task.id, jobs=len(jobs))
+        _log.debug("task_created", project=project.id, task=task.id, jobs=len(jobs))
         self._enqueue(jobs[0])
         return task
 
@@ -214,7 +214,10 @@ class Scheduler(Leasing):
             changed += reactions.advance(jobs, job, self.now())
         self.store.save(jobs=changed)
         self._drop_lease(job)
-        _log.info("job_ended", job=job.id, state=job.state, status=job.status, worker=job.worker)
+        # Each job's story is in its page; the log keeps only the ones that went wrong.
+        (_log.debug if job.state is JobState.SUCCEEDED else _log.info)(
+            "job_ended", job=job.id, state=job.state, status=job.status, worker=job.worker
+        )
         self.signals.notify(f"job:{job.id}")
         for other in changed[1:]:
             self.signals.notify(f"job:{other.id}")

@@ -52,7 +52,7 @@ class Runner:
 
     async def run(self, worker: str, entry: RunningJob) -> None:
         lease = entry.lease
-        _log.info("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
+        _log.debug("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
         up = Uploader(
             self.client,
             worker,
@@ -83,7 +83,10 @@ class Runner:
             )
             await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
         duration_s = round(ended - entry.started_at, 3)
-        _log.info("job_finished", job=lease.job, state=state, status=status, duration_s=duration_s)
+        # One line per job only when it went wrong; -log-level debug shows them all.
+        (_log.debug if state == "succeeded" else _log.info)(
+            "job_finished", job=lease.job, state=state, status=status, duration_s=duration_s
+        )
 
     async def _execute(
         self, worker: str, entry: RunningJob, up: Uploader

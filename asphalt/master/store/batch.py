@@ -1,0 +1,155 @@
+"""Group commit: the writes of one event-loop turn share one LMDB transaction and one fsync."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+import lmdb
+
+from asphalt import log
+from asphalt.errors import StoreFull
+
+if TYPE_CHECKING:
+    Txn = lmdb.Transaction[bytes]
+
+T = TypeVar("T")
+_log = log.get("asphalt.store")
+_BATCH_ROOM = 64 << 20  # with less free room than this in the map, writes are not grouped
+_PATH_PAGES = 8  # pages a put may copy on its way down the tree (copy-on-write)
+
+
+class Batches:
+    """Writes made while an event loop runs, grouped.
+
+    Each write is a child transaction of the open batch, so a write that fails leaves nothing
+    behind in it; the batch is committed (one fsync) once the loop has run every callback that
+    was ready with the first write. Reads see the open batch, so memory and reads agree at once;
+    nothing that leaves the process may reflect a write before `flushed()` returns (the HTTP
+    layer awaits it before every answer). Without a running loop a write commits at once.
+    """
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env  # opened with metasync=False: see commit()
+        self._page = int(env.stat()["psize"])
+        self._batch: Txn | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._syncing: asyncio.Task[None] | None = None
+        self._sync_lock = threading.Lock()  # the environment is not closed under a sync
+        self._closed = False
+        self.bound = 0  # how much the open batch may have grown the store, at most
+        self._limit = 0
+
+    async def flushed(self) -> None:
+        """Return once every write made so far is committed and on disk."""
+        if self._done is not None:
+            await asyncio.shield(self._done)
+        elif self._syncing is not None and not self._syncing.done():
+            await asyncio.shield(self._syncing)
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        batch = self._current()
+        try:
+            if batch is None:
+                with self._env.begin(write=True) as txn:
+                    result = fn(txn)
+                self._sync_now()
+                return result
+            with self._env.begin(write=True, parent=batch) as child:
+                return fn(child)
+        except lmdb.MapFullError as e:
+            raise StoreFull() from e
+
+    def grew(self, nbytes: int) -> None:
+        """Count a put of nbytes (or a delete, with 0) toward the batch's size."""
+        self.bound += 2 * nbytes + _PATH_PAGES * self._page
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Txn]:
+        """The open batch (so a read sees the writes before it), else a read transaction."""
+        if self._batch is not None:
+            yield self._batch
+        else:
+            with self._env.begin() as txn:
+                yield txn
+
+    def commit(self) -> None:
+        """Commit the open batch: its pages are on disk when this returns, its meta page soon.
+
+        LMDB writes a transaction's pages, syncs them, then writes the meta page that points at
+        them; with metasync off that last sync is left out, and made here from a thread so the
+        loop goes on meanwhile. A crash before it loses at most this batch, whole, and nobody
+        heard of it: the batch's waiters are woken only after it.
+        """
+        done = self._commit_open()
+        if done is not None:
+            self._syncing = asyncio.get_running_loop().create_task(
+                self._sync(self._syncing, done), name="store-sync"
+            )
+
+    def close(self) -> None:
+        """Commit what is open and sync everything; later syncs have nothing left to do."""
+        done = self._commit_open()
+        with self._sync_lock:
+            self._env.sync(True)
+            self._closed = True
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _commit_open(self) -> asyncio.Future[None] | None:
+        batch, done = self._batch, self._done
+        self._batch = self._done = None
+        if batch is not None:
+            try:
+                batch.commit()
+            except lmdb.Error as e:
+                _fail(e)
+        return done
+
+    async def _sync(self, previous: asyncio.Task[None] | None, done: asyncio.Future[None]) -> None:
+        if previous is not None:
+            await asyncio.shield(previous)  # in order: a batch is durable after those before it
+        await asyncio.to_thread(self._sync_now)
+        if not done.done():
+            done.set_result(None)
+
+    def _sync_now(self) -> None:
+        with self._sync_lock:
+            if self._closed:
+                return
+            try:
+                self._env.sync(True)
+            except lmdb.Error as e:
+                _fail(e)
+
+    def _current(self) -> Txn | None:
+        if self._batch is not None and self.bound > self._limit:
+            self.commit()  # a big batch goes now, so that its commit is sure to find room
+        if self._batch is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+            info = self._env.info()
+            room = int(info["map_size"]) - (int(info["last_pgno"]) + 1) * self._page
+            if room < _BATCH_ROOM:
+                # Near full, a commit that finds no room would lose every write in its batch:
+                # then each write is committed alone, and one that does not fit is refused.
+                return None
+            self._batch = self._env.begin(write=True)
+            self._done = loop.create_future()
+            self.bound, self._limit = 0, room // 2
+            # Runs after every callback that is ready now, so one loop turn shares its syncs.
+            loop.call_soon(self.commit)
+        return self._batch
+
+
+def _fail(error: lmdb.Error) -> None:
+    # Memory already holds the batch's writes and nobody was told of them yet: stop, so that a
+    # restart rebuilds memory from what the store really holds.
+    _log.critical("store_commit_failed", error=str(error), action="stopping the master")
+    os._exit(70)
