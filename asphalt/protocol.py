@@ -39,6 +39,13 @@ def _bounded(data: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def _flag(data: Any, name: str) -> bool:
+    """An optional true/false; absent means false."""
+    if name not in data:
+        return False
+    return bool(_check(data, name, bool))
+
+
 def _time(data: Any, name: str) -> float:
     """A wall-clock time in seconds since the epoch that dates can be made of (year 1970-9999)."""
     value = _check(data, name, (int, float))
@@ -137,6 +144,9 @@ class Finish:
     reason: str | None
     started_at: float
     ended_at: float
+    # The slot is free again: answer with the next job if one is queued now (no waiting), so a
+    # busy worker does not need a lease call between jobs.
+    next: bool = False
 
     @classmethod
     def parse(cls, data: Any) -> Finish:
@@ -156,6 +166,7 @@ class Finish:
             reason=reason,
             started_at=_time(data, "started_at"),
             ended_at=_time(data, "ended_at"),
+            next=_flag(data, "next"),
         )
 
 

@@ -66,6 +66,65 @@ async def test_stale_attempts_are_refused_and_a_repeated_finish_changes_nothing(
             await client.output(w, lease.job, 1, 11, b"late")
 
 
+async def test_a_finish_asking_for_more_is_answered_with_the_next_queued_job(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "first"}}, task="a")
+        await m.new_task({"main": {"action": "second"}}, task="b")
+        first = await client.lease(w)
+        assert first is not None and first.action == "first"
+        fin = Finish(
+            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
+        )
+        second = await client.finish(w, first.job, replace(fin, next=True))
+        assert second is not None and (second.action, second.attempt) == ("second", 1)
+        assert (await m.task("p", "b"))["jobs"]["main"]["state"] == "running"
+        # Nothing left: the answer says so at once rather than holding the call.
+        started = time.monotonic()
+        assert await client.finish(w, second.job, replace(fin, next=True)) is None
+        assert time.monotonic() - started < 0.25
+        # Without asking, a finish never hands out work.
+        await m.new_task({"main": {"action": "third"}}, task="c")
+        third = await client.lease(w)
+        assert third is not None
+        assert await client.finish(w, third.job, fin) is None
+
+
+async def test_a_draining_worker_is_not_sent_more_with_a_finish(master: MasterFactory) -> None:
+    m = await master(heartbeat_s=0.2)
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "first"}}, task="a")
+        await m.new_task({"main": {"action": "second"}}, task="b")
+        first = await client.lease(w)
+        assert first is not None
+        await client.heartbeat(w, [(first.job, 1)], 0.2, draining=True)
+        fin = Finish(
+            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
+        )
+        assert await client.finish(w, first.job, replace(fin, next=True)) is None
+        assert (await m.task("p", "b"))["jobs"]["main"]["state"] == "queued"
+
+
+async def test_a_finish_with_next_that_is_not_true_or_false_is_refused(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "x"}})
+        lease = await client.lease(w)
+        assert lease is not None
+    body = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
+    body |= {"started_at": 1.0, "ended_at": 2.0, "next": "yes"}
+    status, answer = await m.call("POST", f"/_worker/{w}/jobs/{lease.job}/finish", body)
+    assert status == 400 and answer["field"] == "next", answer
+    assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
+
+
 async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
     master: MasterFactory,
 ) -> None:

@@ -18,6 +18,10 @@ def _worker(request: web.Request) -> Worker:
     return request.app[SCHEDULER].worker(request.match_info["worker"])
 
 
+def _connected(request: web.Request) -> bool:
+    return request.transport is not None and not request.transport.is_closing()
+
+
 def _int_query(request: web.Request, name: str) -> int:
     raw = request.query.get(name, "")
     if not whole(raw):
@@ -42,11 +46,7 @@ async def register(request: web.Request) -> web.Response:
 @routes.post(protocol.LEASE)
 async def lease(request: web.Request) -> web.Response:
     worker = _worker(request)
-
-    def connected() -> bool:
-        return request.transport is not None and not request.transport.is_closing()
-
-    found = await request.app[SCHEDULER].lease(worker, connected)
+    found = await request.app[SCHEDULER].lease(worker, lambda: _connected(request))
     if found is None:
         return web.Response(status=204)
     return reply(to_json(found))
@@ -73,8 +73,16 @@ async def output(request: web.Request) -> web.Response:
 async def finish(request: web.Request) -> web.Response:
     worker = _worker(request)
     fin = Finish.parse(await read_json(request))
-    job = request.app[SCHEDULER].finish(worker, request.match_info["job"], fin)
-    return reply({"state": job.state})
+    scheduler = request.app[SCHEDULER]
+    job = scheduler.finish(worker, request.match_info["job"], fin)
+    answer: dict[str, object] = {"state": job.state}
+    if fin.next:
+        found = scheduler.next_for(worker)
+        if found is not None and not _connected(request):
+            scheduler.unsent(found)
+        elif found is not None:
+            answer["lease"] = to_json(found)
+    return reply(answer)
 
 
 @routes.post(protocol.RELEASE)

@@ -205,6 +205,19 @@ class Leasing:
         self._end(ended)
         return ended
 
+    def next_for(self, worker: Worker) -> Lease | None:
+        """A job for the slot a finish just freed, if one is queued now; never waits."""
+        if self.closing or worker.draining:
+            return None
+        job = self.queues.take(worker)
+        return None if job is None else self.lease_message(self._lease(job, worker))
+
+    def unsent(self, lease: Lease) -> None:
+        """A lease whose answer could not be sent goes back to the queue, not counted as a try."""
+        job = self.store.job(lease.job)
+        if job is not None:
+            self._release(job)
+
     def release(self, worker: Worker, job_id: str, attempt: int) -> Job:
         """A stopping worker hands a job back: it runs again elsewhere, not counted as a retry."""
         job = self.job(job_id)

@@ -119,12 +119,27 @@ class Agent:
             draining.cancel()
 
     async def _run(self, lease: Lease) -> None:
+        """Run jobs in one slot: this one, then each the master sends back with a finish."""
+        following: Lease | None = lease
         try:
-            await self._runner.run(self.worker_id, self._running[lease.job])
+            while following is not None:
+                current = following
+                self._running.setdefault(current.job, RunningJob(current))
+                try:
+                    following = await self._runner.run(
+                        self.worker_id, self._running[current.job], self._taking
+                    )
+                finally:
+                    self._running.pop(current.job, None)
+                if following is not None and not self._taking():
+                    await self._runner.hand_back(self.worker_id, following)  # began to drain
+                    following = None
         finally:
-            self._running.pop(lease.job, None)
             self._slots.release()
             self._job_ended.set()
+
+    def _taking(self) -> bool:
+        return not self._draining.is_set()
 
     async def _finish_or_hand_back(self) -> None:
         """Let running jobs end for up to `drain_s`; then stop the rest and hand them back."""

@@ -96,8 +96,11 @@ class MasterClient:
         _, body = await self._call(path, data=data, params=params)
         return int(body["received"])
 
-    async def finish(self, worker: str, job: str, fin: protocol.Finish) -> None:
-        await self._call(protocol.FINISH.format(worker=worker, job=job), json=asdict(fin))
+    async def finish(self, worker: str, job: str, fin: protocol.Finish) -> Lease | None:
+        """Report the end; with fin.next the answer may carry the next job for this slot."""
+        _, body = await self._call(protocol.FINISH.format(worker=worker, job=job), json=asdict(fin))
+        lease = body.get("lease") if isinstance(body, dict) else None
+        return Lease(**lease) if lease else None
 
     async def release(self, worker: str, job: str, attempt: int) -> None:
         await self._call(protocol.RELEASE.format(worker=worker, job=job), json={"attempt": attempt})

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
@@ -16,6 +17,7 @@ from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
 from asphalt.worker.uploader import Uploader
 
 _log = log.get("asphalt.runner")
+R = TypeVar("R")
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # How a job is asked to stop early, and what the master is told it ended as.
 STOPS = {
@@ -50,7 +52,10 @@ class Runner:
         self.client = client
         self.runtimes = runtimes
 
-    async def run(self, worker: str, entry: RunningJob) -> None:
+    async def run(
+        self, worker: str, entry: RunningJob, want_next: Callable[[], bool]
+    ) -> Lease | None:
+        """Run the job and report its end; return the next job, if the master sent one."""
         lease = entry.lease
         _log.debug("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
         up = Uploader(
@@ -70,8 +75,9 @@ class Runner:
                 await pump
         ended = time.time()
         await self._deliver(up)
+        following = None
         if state == "released":
-            await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
+            await self.hand_back(worker, lease)
         else:
             fin = Finish(
                 attempt=lease.attempt,
@@ -80,13 +86,30 @@ class Runner:
                 reason=reason,
                 started_at=entry.started_at,
                 ended_at=ended,
+                next=want_next(),
             )
-            await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
+            sent = 0
+
+            async def send() -> Lease | None:
+                # Only the first try asks for more: a retry may repeat a finish the master took,
+                # whose answer (and lease) was lost; asking again would strand a second job.
+                nonlocal sent
+                sent += 1
+                return await self.client.finish(
+                    worker, lease.job, replace(fin, next=fin.next and sent == 1)
+                )
+
+            following = await self._call(send, lease)
         duration_s = round(ended - entry.started_at, 3)
         # One line per job only when it went wrong; -log-level debug shows them all.
         (_log.debug if state == "succeeded" else _log.info)(
             "job_finished", job=lease.job, state=state, status=status, duration_s=duration_s
         )
+        return following
+
+    async def hand_back(self, worker: str, lease: Lease) -> None:
+        """Give a job back to the master unrun (or stopped), to run elsewhere."""
+        await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
 
     async def _execute(
         self, worker: str, entry: RunningJob, up: Uploader
@@ -137,20 +160,19 @@ class Runner:
             await asyncio.sleep(backoff(attempt))
             attempt += 1
 
-    async def _call(self, send: Callable[[], Awaitable[None]], lease: Lease) -> None:
+    async def _call(self, send: Callable[[], Awaitable[R]], lease: Lease) -> R | None:
         """Report the end (or the release) until the master takes it; keep it while it is away."""
         attempt = 0
         while True:
             try:
-                await send()
-                return
+                return await send()
             except (Stale, UnknownWorker) as e:
                 _log.warning("report_refused", job=lease.job, error=str(e))
-                return
+                return None
             except Unreachable as e:
                 _log.warning("report_failed", job=lease.job, error=str(e), retry_s=backoff(attempt))
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
             except MasterError as e:
                 _log.error("report_rejected", job=lease.job, error=str(e))
-                return
+                return None
