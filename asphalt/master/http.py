@@ -32,6 +32,8 @@ async def read_body(request: web.Request) -> bytes:
     # aiohttp waits for a stalled body forever; a client that stops sending gets 408 instead.
     limit_s = request.app.get(BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S)
     try:
+        if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(limit_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as e:

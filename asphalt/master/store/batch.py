@@ -39,6 +39,8 @@ class Batches:
         self._batch: Txn | None = None
         self._done: asyncio.Future[None] | None = None
         self._syncing: asyncio.Task[None] | None = None
+        self._unsynced: list[asyncio.Future[None]] = []  # committed; meta page not yet synced
+        self._last: asyncio.Future[None] | None = None  # the newest committed batch's
         self._sync_lock = threading.Lock()  # the environment is not closed under a sync
         self._closed = False
         self.bound = 0  # how much the open batch may have grown the store, at most
@@ -46,10 +48,9 @@ class Batches:
 
     async def flushed(self) -> None:
         """Return once every write made so far is committed and on disk."""
-        if self._done is not None:
-            await asyncio.shield(self._done)
-        elif self._syncing is not None and not self._syncing.done():
-            await asyncio.shield(self._syncing)
+        newest = self._done or self._last
+        if newest is not None and not newest.done():
+            await asyncio.shield(newest)
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         batch = self._current()
@@ -86,9 +87,13 @@ class Batches:
         heard of it: the batch's waiters are woken only after it.
         """
         done = self._commit_open()
-        if done is not None:
+        if done is None:
+            return
+        self._unsynced.append(done)
+        self._last = done
+        if self._syncing is None:
             self._syncing = asyncio.get_running_loop().create_task(
-                self._sync(self._syncing, done), name="store-sync"
+                self._sync_all(), name="store-sync"
             )
 
     def close(self) -> None:
@@ -97,8 +102,10 @@ class Batches:
         with self._sync_lock:
             self._env.sync(True)
             self._closed = True
-        if done is not None and not done.done():
-            done.set_result(None)
+        for waiting in [*self._unsynced, done]:
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
+        self._unsynced = []
 
     def _commit_open(self) -> asyncio.Future[None] | None:
         batch, done = self._batch, self._done
@@ -110,12 +117,17 @@ class Batches:
                 _fail(e)
         return done
 
-    async def _sync(self, previous: asyncio.Task[None] | None, done: asyncio.Future[None]) -> None:
-        if previous is not None:
-            await asyncio.shield(previous)  # in order: a batch is durable after those before it
-        await asyncio.to_thread(self._sync_now)
-        if not done.done():
-            done.set_result(None)
+    async def _sync_all(self) -> None:
+        """One sync at a time, each for every batch committed before it began (group commit)."""
+        try:
+            while self._unsynced:
+                waiting, self._unsynced = self._unsynced, []
+                await asyncio.to_thread(self._sync_now)
+                for done in waiting:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._syncing = None
 
     def _sync_now(self) -> None:
         with self._sync_lock:

@@ -21,6 +21,8 @@ _READ_SIZE = 65536
 _POLL_S = 0.05
 _DRAIN_S = 2.0
 _PROC = Path("/proc")
+# Leaders of the jobs running now (each is its own group); they never belong to another job.
+_LEADERS: set[int] = set()
 _SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's own again
 
 
@@ -173,6 +175,7 @@ async def _supervise(
     grace_s: float,
 ) -> int:
     group = _JobProcesses(proc.pid, spec)
+    _LEADERS.add(proc.pid)
     pumping = asyncio.create_task(pipe.copy_to(sink))
     exiting = asyncio.create_task(proc.wait())
     try:
@@ -193,6 +196,7 @@ async def _supervise(
         await asyncio.wait({exiting}, timeout=_DRAIN_S)  # reap the leader if it is going
         raise
     finally:
+        _LEADERS.discard(proc.pid)
         for task in (pumping, exiting):
             task.cancel()
         await asyncio.gather(pumping, exiting, return_exceptions=True)
@@ -245,6 +249,8 @@ class _JobProcesses:
         for name in os.listdir(_PROC):
             if not name.isdigit() or int(name) < first or int(name) == me:
                 continue
+            if int(name) in _LEADERS and int(name) != self._pgid:
+                continue  # another job's: its group and marker are its own
             try:
                 stat = _read(f"/proc/{name}/stat")
                 state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split(b" ", 3)[:3]
