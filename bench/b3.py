@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from bench import compare
-from bench.harness import Master, Row, follow_to_end, main_job, post_json
+from bench.harness import Master, Row, follow_to_end, main_job, post_json, start_worker
 
 SLOTS = 2
 SUBMITTERS = 8
@@ -68,24 +68,36 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     jobs = 200 if quick else 2000
     await plain_loop(20)  # warm-up
     plain = await plain_loop(jobs)
+    # The quick start's setup: the master's own worker, in the master's process.
     master = Master(workdir, ["-slots", str(SLOTS)])
     await master.start()
     try:
-        asphalt = await asphalt_jobs(master.url, jobs)
+        embedded = await asphalt_jobs(master.url, jobs)
     finally:
         master.stop()
-    ratio = plain / asphalt
+    # As on a cluster (and as Celery and RQ run): the worker is a process of its own.
+    master = Master(workdir, ["-no-worker"])
+    await master.start()
+    try:
+        worker = await start_worker(workdir, master, ["-slots", str(SLOTS)])
+        try:
+            asphalt = await asphalt_jobs(master.url, jobs)
+        finally:
+            worker.stop()
+    finally:
+        master.stop()
     rows = [
         Row(
             "B3",
-            f"{jobs} host jobs, 2 slots",
-            jobs / asphalt,
+            f"{jobs} host jobs, 2 slots, {where}",
+            jobs / seconds,
             "jobs/s",
             jobs / plain,
-            ratio,
+            plain / seconds,
             ">= 0.6x plain loop",
-            ratio >= 0.6,
-        ),
+            plain / seconds >= 0.6,
+        )
+        for where, seconds in (("worker process", asphalt), ("embedded worker", embedded))
     ]
     others: dict[str, Any] = {"skipped": "not run in --quick"}
     if not quick:
@@ -105,7 +117,7 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
         rows.append(
             Row(
                 "B3",
-                f"vs {name} (2 worker processes, {others[f'{kind}_jobs']} jobs)",
+                f"vs {name} ({others[f'{kind}_jobs']} jobs; Asphalt's worker process)",
                 jobs / asphalt,
                 "jobs/s",
                 theirs,
@@ -114,4 +126,5 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
                 ratio >= need,
             )
         )
-    return rows, {"jobs": jobs, "asphalt_s": asphalt, "plain_s": plain, "compare": others}
+    raw = {"jobs": jobs, "asphalt_s": asphalt, "embedded_s": embedded, "plain_s": plain}
+    return rows, raw | {"compare": others}

@@ -153,6 +153,27 @@ class Master:
             self.proc.stop()
 
 
+async def start_worker(workdir: Path, master: Master, flags: list[str]) -> Proc:
+    """A separate worker process for `master`, started and registered."""
+    name = f"worker-{master.port}"
+    argv = [sys.executable, "-m", "asphalt", "-master", f"{HOST}:{master.port}"]
+    argv += ["-state", str(workdir / f"{name}-state"), "-log", "json", *flags]
+    proc = Proc(name, argv, workdir / f"{name}.log")
+    proc.start()
+    deadline = time.perf_counter() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.perf_counter() < deadline:
+            assert proc.popen is not None
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{name} exited early; see {proc.log_path}")
+            async with session.get(f"{master.url}/workers") as r:
+                if any(w.get("state") == "live" for w in (await r.json())["workers"]):
+                    return proc
+            await asyncio.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"{name} did not register within 30 s")
+
+
 async def post_json(session: aiohttp.ClientSession, url: str, body: Any, expect: int = 201) -> Any:
     async with session.post(url, json=body) as r:
         data = await r.json(content_type=None) if r.status != 204 else None

@@ -210,6 +210,8 @@ class _JobProcesses:
         self._pgid = pgid
         self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
         self._started = time.monotonic()
+        # Every process of the job started with or after its leader: an older one is not ours.
+        self._born = _start_ticks(pgid)
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM them all, SIGKILL whatever is left after grace_s."""
@@ -252,9 +254,9 @@ class _JobProcesses:
             if int(name) in _LEADERS and int(name) != self._pgid:
                 continue  # another job's: its group and marker are its own
             try:
-                stat = _read(f"/proc/{name}/stat")
-                state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split(b" ", 3)[:3]
-                if state in (b"Z", b"X"):
+                fields = _read(f"/proc/{name}/stat").rsplit(b")", 1)[1].split()
+                state, pgrp, born = fields[0], fields[2], int(fields[19])
+                if state in (b"Z", b"X") or born < self._born:
                     continue
                 if int(pgrp) == self._pgid or self._marker <= _environ(name):
                     found.append(int(name))
@@ -285,6 +287,14 @@ class _JobProcesses:
         except (OSError, ValueError):
             return 0
         return self._pgid + 1 if last > self._pgid else 0
+
+
+def _start_ticks(pid: int) -> int:
+    """When the process started, in clock ticks since boot (0 if it cannot be read)."""
+    try:
+        return int(_read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _read(path: str) -> bytes:
