@@ -25,7 +25,13 @@ def wants_html(request: web.Request) -> bool:
 
 @web.middleware
 async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Send browsers the page for an API URL, and take the pages' form posts."""
+    """Refuse cross-site writes; send browsers the page for an API URL; take the pages' forms.
+
+    One middleware rather than one for each: every request passes through all of them.
+    """
+    refused = guard.refusal(request)
+    if refused is not None:
+        return refused
     route = request.match_info.route.name
     if request.method == "GET" and route in PAGES and wants_html(request):
         try:
@@ -61,5 +67,4 @@ def setup(app: web.Application) -> None:
     env.globals["ENDED"] = format.ENDED
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
-    app.middlewares.append(guard.same_origin)
     app.middlewares.append(negotiate)

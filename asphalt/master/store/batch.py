@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -34,32 +33,24 @@ class Batches:
     """
 
     def __init__(self, env: lmdb.Environment) -> None:
-        self._env = env  # opened with metasync=False: see commit()
+        self._env = env
         self._page = int(env.stat()["psize"])
         self._batch: Txn | None = None
         self._done: asyncio.Future[None] | None = None
-        self._syncing: asyncio.Task[None] | None = None
-        self._unsynced: list[asyncio.Future[None]] = []  # committed; meta page not yet synced
-        self._last: asyncio.Future[None] | None = None  # the newest committed batch's
-        self._sync_lock = threading.Lock()  # the environment is not closed under a sync
-        self._closed = False
         self.bound = 0  # how much the open batch may have grown the store, at most
         self._limit = 0
 
     async def flushed(self) -> None:
         """Return once every write made so far is committed and on disk."""
-        newest = self._done or self._last
-        if newest is not None and not newest.done():
-            await asyncio.shield(newest)
+        if self._done is not None:
+            await asyncio.shield(self._done)
 
     def write(self, fn: Callable[[Txn], T]) -> T:
         batch = self._current()
         try:
             if batch is None:
                 with self._env.begin(write=True) as txn:
-                    result = fn(txn)
-                self._sync_now()
-                return result
+                    return fn(txn)
             with self._env.begin(write=True, parent=batch) as child:
                 return fn(child)
         except lmdb.MapFullError as e:
@@ -79,64 +70,21 @@ class Batches:
                 yield txn
 
     def commit(self) -> None:
-        """Commit the open batch: its pages are on disk when this returns, its meta page soon.
-
-        LMDB writes a transaction's pages, syncs them, then writes the meta page that points at
-        them; with metasync off that last sync is left out, and made here from a thread so the
-        loop goes on meanwhile. A crash before it loses at most this batch, whole, and nobody
-        heard of it: the batch's waiters are woken only after it.
-        """
-        done = self._commit_open()
-        if done is None:
-            return
-        self._unsynced.append(done)
-        self._last = done
-        if self._syncing is None:
-            self._syncing = asyncio.get_running_loop().create_task(
-                self._sync_all(), name="store-sync"
-            )
-
-    def close(self) -> None:
-        """Commit what is open and sync everything; later syncs have nothing left to do."""
-        done = self._commit_open()
-        with self._sync_lock:
-            self._env.sync(True)
-            self._closed = True
-        for waiting in [*self._unsynced, done]:
-            if waiting is not None and not waiting.done():
-                waiting.set_result(None)
-        self._unsynced = []
-
-    def _commit_open(self) -> asyncio.Future[None] | None:
+        """Commit the open batch, synced (LMDB syncs its pages, then the meta page); wake its
+        waiters. On this loop, as the write lock LMDB took for the batch belongs to this thread."""
         batch, done = self._batch, self._done
         self._batch = self._done = None
-        if batch is not None:
-            try:
-                batch.commit()
-            except lmdb.Error as e:
-                _fail(e)
-        return done
-
-    async def _sync_all(self) -> None:
-        """One sync at a time, each for every batch committed before it began (group commit)."""
+        if batch is None:
+            return
         try:
-            while self._unsynced:
-                waiting, self._unsynced = self._unsynced, []
-                await asyncio.to_thread(self._sync_now)
-                for done in waiting:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._syncing = None
-
-    def _sync_now(self) -> None:
-        with self._sync_lock:
-            if self._closed:
-                return
-            try:
-                self._env.sync(True)
-            except lmdb.Error as e:
-                _fail(e)
+            batch.commit()
+        except lmdb.Error as e:
+            # Memory already holds the batch's writes and nobody was told of them yet: stop,
+            # so that a restart rebuilds memory from what the store really holds.
+            _log.critical("store_commit_failed", error=str(e), action="stopping the master")
+            os._exit(70)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     def _current(self) -> Txn | None:
         if self._batch is not None and self.bound > self._limit:
@@ -155,13 +103,6 @@ class Batches:
             self._batch = self._env.begin(write=True)
             self._done = loop.create_future()
             self.bound, self._limit = 0, room // 2
-            # Runs after every callback that is ready now, so one loop turn shares its syncs.
+            # Runs after every callback that is ready now, so one loop turn shares one sync.
             loop.call_soon(self.commit)
         return self._batch
-
-
-def _fail(error: lmdb.Error) -> None:
-    # Memory already holds the batch's writes and nobody was told of them yet: stop, so that a
-    # restart rebuilds memory from what the store really holds.
-    _log.critical("store_commit_failed", error=str(error), action="stopping the master")
-    os._exit(70)

@@ -59,9 +59,7 @@ class Store:
         except OSError as e:
             self._lock.close()
             raise Unavailable(f"another asphalt master is using {path.parent}") from e
-        self._env = lmdb.open(
-            str(path), map_size=map_size, max_dbs=len(_DBS), subdir=True, metasync=False
-        )
+        self._env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), subdir=True)
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._batches = Batches(self._env)
         self._write = self._batches.write
@@ -72,7 +70,7 @@ class Store:
 
     def close(self) -> None:
         """Close, with every write made so far on disk."""
-        self._batches.close()
+        self._batches.commit()
         self._env.close()
         self._lock.close()
 

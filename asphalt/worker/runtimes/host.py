@@ -21,8 +21,9 @@ _READ_SIZE = 65536
 _POLL_S = 0.05
 _DRAIN_S = 2.0
 _PROC = Path("/proc")
-# Leaders of the jobs running now (each is its own group); they never belong to another job.
-_LEADERS: set[int] = set()
+# Leaders of the jobs running now, by pid, with when each started (so that a pid used again is
+# not mistaken for one); each leads its own group and never belongs to another job.
+_LEADERS: dict[int, int] = {}
 _SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's own again
 
 
@@ -175,7 +176,7 @@ async def _supervise(
     grace_s: float,
 ) -> int:
     group = _JobProcesses(proc.pid, spec)
-    _LEADERS.add(proc.pid)
+    _LEADERS[proc.pid] = group.born
     pumping = asyncio.create_task(pipe.copy_to(sink))
     exiting = asyncio.create_task(proc.wait())
     try:
@@ -196,7 +197,7 @@ async def _supervise(
         await asyncio.wait({exiting}, timeout=_DRAIN_S)  # reap the leader if it is going
         raise
     finally:
-        _LEADERS.discard(proc.pid)
+        _LEADERS.pop(proc.pid, None)
         for task in (pumping, exiting):
             task.cancel()
         await asyncio.gather(pumping, exiting, return_exceptions=True)
@@ -211,7 +212,7 @@ class _JobProcesses:
         self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
         self._started = time.monotonic()
         # Every process of the job started with or after its leader: an older one is not ours.
-        self._born = _start_ticks(pgid)
+        self.born = _start_ticks(pgid)
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM them all, SIGKILL whatever is left after grace_s."""
@@ -251,13 +252,13 @@ class _JobProcesses:
         for name in os.listdir(_PROC):
             if not name.isdigit() or int(name) < first or int(name) == me:
                 continue
-            if int(name) in _LEADERS and int(name) != self._pgid:
-                continue  # another job's: its group and marker are its own
             try:
                 fields = _read(f"/proc/{name}/stat").rsplit(b")", 1)[1].split()
                 state, pgrp, born = fields[0], fields[2], int(fields[19])
-                if state in (b"Z", b"X") or born < self._born:
+                if state in (b"Z", b"X") or born < self.born:
                     continue
+                if int(name) != self._pgid and born and _LEADERS.get(int(name)) == born:
+                    continue  # another job's leader: its group and marker are its own
                 if int(pgrp) == self._pgid or self._marker <= _environ(name):
                     found.append(int(name))
             except (OSError, ValueError):
