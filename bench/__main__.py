@@ -35,6 +35,7 @@ BENCHES: dict[str, tuple[str, float]] = {
     "B7": ("bench.b7", 240.0),
 }
 MISSING: dict[str, str] = {}
+SETTLE_S = 3.0
 
 
 def versions() -> dict[str, str]:
@@ -82,12 +83,24 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+async def settle() -> None:
+    """Let the last benchmark's writes reach the disk before the next starts measuring.
+
+    B1 leaves Docker removing containers; while that I/O drains, a master's synced commits can
+    stall for tens of milliseconds, which B2's tail would charge to Asphalt.
+    """
+    await asyncio.to_thread(os.sync)
+    await asyncio.sleep(SETTLE_S)
+
+
 async def run_all(
     chosen: list[str], quick: bool, workdir: Path
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     raw: dict[str, Any] = {}
-    for name in chosen:
+    for index, name in enumerate(chosen):
+        if index:
+            await settle()
         if name in MISSING:
             rows.append(Row(name, MISSING[name], None, "", note="not measured"))
             continue
