@@ -93,6 +93,27 @@ async def test_a_finish_asking_for_more_is_answered_with_the_next_queued_job(
         assert await client.finish(w, third.job, fin) is None
 
 
+async def test_a_finish_sent_again_after_a_lost_answer_gets_the_same_next_job(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        for name in ("a", "b", "c"):
+            await m.new_task({"main": {"action": name}}, task=name)
+        first = await client.lease(w)
+        assert first is not None
+        fin = Finish(
+            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
+        )
+        fin = replace(fin, next=True)
+        second = await client.finish(w, first.job, fin)
+        again = await client.finish(w, first.job, fin)  # as if the first answer never arrived
+        assert second is not None and again == second
+        assert (await m.task("p", "c"))["jobs"]["main"]["state"] == "queued"  # not a third
+        assert (await m.task("p", "b"))["jobs"]["main"]["attempt"] == 1
+
+
 async def test_a_draining_worker_is_not_sent_more_with_a_finish(master: MasterFactory) -> None:
     m = await master(heartbeat_s=0.2)
     async with MasterClient(m.url) as client:

@@ -187,6 +187,7 @@ async def _follow(
         if scheduler.closing and not ended:
             break  # no "end": a browser reconnects (from its last id) once the master is back
         if ended and not data:
+            await scheduler.store.flushed()  # the end is told only once it is stored
             if sse:
                 await response.write(_sse("end", current.state, offset))
             break

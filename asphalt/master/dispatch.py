@@ -77,7 +77,7 @@ async def finish(request: web.Request) -> web.Response:
     job = scheduler.finish(worker, request.match_info["job"], fin)
     answer: dict[str, object] = {"state": job.state}
     if fin.next:
-        found = scheduler.next_for(worker)
+        found = scheduler.next_for(worker, request.match_info["job"], fin.attempt)
         if found is not None and not _connected(request):
             scheduler.unsent(found)
         elif found is not None:

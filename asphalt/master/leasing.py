@@ -18,6 +18,7 @@ from asphalt.model import Job, JobState, Role, Worker
 from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease, Registration
 
 _log = log.get("asphalt.scheduler")
+_CHAINED_KEPT = 4096  # finishes whose chained lease can be sent again
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class Leasing:
     now_m: Callable[[], float]
     closing: bool
     _leases: dict[str, Held]
+    _chained: dict[tuple[str, int], str]
 
     def job(self, job_id: str) -> Job:
         raise NotImplementedError
@@ -205,12 +207,35 @@ class Leasing:
         self._end(ended)
         return ended
 
-    def next_for(self, worker: Worker) -> Lease | None:
-        """A job for the slot a finish just freed, if one is queued now; never waits."""
+    def next_for(self, worker: Worker, finished: str, attempt: int) -> Lease | None:
+        """A job for the slot the finish of (finished, attempt) freed, if one is ready; never waits.
+
+        The same finish sent again (its answer was lost) gets the same lease again, so the job
+        handed over in the lost answer is not left leased to a worker that never heard of it.
+        """
+        again = self._still_leased(worker, self._chained.get((finished, attempt)))
+        if again is not None:
+            return self.lease_message(again)
         if self.closing or worker.draining:
             return None
-        job = self.queues.take(worker)
-        return None if job is None else self.lease_message(self._lease(job, worker))
+        found = self.queues.take(worker)
+        if found is None:
+            return None
+        leased = self._lease(found, worker)
+        self._chained[(finished, attempt)] = leased.id
+        while len(self._chained) > _CHAINED_KEPT:
+            del self._chained[next(iter(self._chained))]  # the oldest: its answer went long ago
+        return self.lease_message(leased)
+
+    def _still_leased(self, worker: Worker, job_id: str | None) -> Job | None:
+        """The job, if it is running under a lease this worker holds."""
+        held = self._leases.get(job_id) if job_id else None
+        if job_id is None or held is None or held.worker != worker.id:
+            return None
+        job = self.store.job(job_id)
+        if job is None or job.state is not JobState.RUNNING or job.attempt != held.attempt:
+            return None
+        return job
 
     def unsent(self, lease: Lease) -> None:
         """A lease whose answer could not be sent goes back to the queue, not counted as a try."""

@@ -54,6 +54,7 @@ class Scheduler(Leasing):
         self.signals = Signals()
         self.registry = Registry(store.workers(), lease_s=config.lease_s, now_m=monotonic())
         self._leases: dict[str, Held] = {}
+        self._chained: dict[tuple[str, int], str] = {}  # finished (job, attempt) -> next job
         self.closing = False
         self._delayed: dict[str, Job] = {}
         self._recover()

@@ -25,7 +25,7 @@ class Agent:
         self.heartbeat_s = 10.0
         self._runner = Runner(config, client, self.runtimes)
         self._slots = asyncio.Semaphore(config.slots)
-        self._running: dict[str, RunningJob] = {}
+        self._running: dict[tuple[str, int], RunningJob] = {}  # by (job, attempt)
         self._registered = asyncio.Event()
         self._draining = asyncio.Event()
         self._job_ended = asyncio.Event()
@@ -113,7 +113,7 @@ class Agent:
                 if lease is None:
                     self._slots.release()
                     continue
-                self._running[lease.job] = RunningJob(lease)
+                self._running[(lease.job, lease.attempt)] = RunningJob(lease)
                 group.create_task(self._run(lease), name=f"job-{lease.job}")
         finally:
             draining.cancel()
@@ -124,13 +124,12 @@ class Agent:
         try:
             while following is not None:
                 current = following
-                self._running.setdefault(current.job, RunningJob(current))
+                key = (current.job, current.attempt)
+                entry = self._running.setdefault(key, RunningJob(current))
                 try:
-                    following = await self._runner.run(
-                        self.worker_id, self._running[current.job], self._taking
-                    )
+                    following = await self._runner.run(self.worker_id, entry, self._taking)
                 finally:
-                    self._running.pop(current.job, None)
+                    self._running.pop(key, None)
                 if following is not None and not self._taking():
                     await self._runner.hand_back(self.worker_id, following)  # began to drain
                     following = None
@@ -162,7 +161,7 @@ class Agent:
             await self._registered.wait()
             running = [
                 (job, entry.lease.attempt)
-                for job, entry in self._running.items()
+                for (job, _), entry in self._running.items()
                 if entry.stop_as is None
             ]
             draining = self._draining.is_set()
@@ -187,6 +186,6 @@ class Agent:
                 await asyncio.sleep(0.05)  # give the stops a moment before beating again
 
     def _stop(self, job_id: str, why: str) -> None:
-        entry = self._running.get(job_id)
-        if entry is not None:
-            entry.stop(why)
+        for (job, _), entry in list(self._running.items()):
+            if job == job_id:
+                entry.stop(why)

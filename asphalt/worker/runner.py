@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from asphalt import log
@@ -88,18 +88,8 @@ class Runner:
                 ended_at=ended,
                 next=want_next(),
             )
-            sent = 0
-
-            async def send() -> Lease | None:
-                # Only the first try asks for more: a retry may repeat a finish the master took,
-                # whose answer (and lease) was lost; asking again would strand a second job.
-                nonlocal sent
-                sent += 1
-                return await self.client.finish(
-                    worker, lease.job, replace(fin, next=fin.next and sent == 1)
-                )
-
-            following = await self._call(send, lease)
+            # A retry after a lost answer asks again, and the master sends the same job again.
+            following = await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
         duration_s = round(ended - entry.started_at, 3)
         # One line per job only when it went wrong; -log-level debug shows them all.
         (_log.debug if state == "succeeded" else _log.info)(
