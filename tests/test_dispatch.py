@@ -162,6 +162,24 @@ async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
         assert failure is not None and failure.env["ASPHALT_MAIN_STATE"] == "lost"
 
 
+async def test_an_old_attempt_beside_the_held_one_does_not_get_the_job_forgotten(
+    master: MasterFactory,
+) -> None:
+    m = await master(lease_s=0.5)
+    async with MasterClient(m.url) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "x", "retries": 1, "backoff": 0}})
+        first = await client.lease(w)
+        assert first is not None and first.attempt == 1
+        await asyncio.sleep(2.0)  # the lease runs out; the retry comes back to this worker
+        second = await client.lease(w)
+        assert second is not None and (second.job, second.attempt) == (first.job, 2)
+        reply = await client.heartbeat(w, [(first.job, 1), (first.job, 2)], 0.2)
+        assert reply.forget == []  # attempt 2 is held; stopping the id would stop it too
+        reply = await client.heartbeat(w, [(first.job, 1)], 0.2)
+        assert reply.forget == [first.job]
+
+
 async def test_heartbeats_renew_leases_and_carry_cancels_back(master: MasterFactory) -> None:
     m = await master(lease_s=0.8, heartbeat_s=0.4)
     async with MasterClient(m.url) as client:

@@ -163,13 +163,17 @@ class Leasing:
             self.registry.update(touched)
             _log.info("worker_draining", worker=worker.id)
         self.store.save_worker(touched)
-        forget = []
+        renewed, stale = set(), []
         for job_id, attempt in beat.running:
             held = self._leases.get(job_id)
             if held and held.worker == worker.id and held.attempt == attempt:
                 held.deadline_m = now_m + self.config.lease_s
+                renewed.add(job_id)
             else:
-                forget.append(job_id)
+                stale.append(job_id)
+        # Forget is by job id: when the worker also runs the attempt this master holds (given to
+        # it again while an older attempt still ran), forgetting the id would stop that one too.
+        forget = sorted({job_id for job_id in stale if job_id not in renewed})
         cancel = self._cancels(worker)
         if not cancel and not forget:
             await self.signals.wait(f"worker:{worker.id}", self.config.heartbeat_s)
