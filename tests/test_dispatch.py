@@ -10,10 +10,24 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from harness import REG, MasterFactory
+from harness import REG, Master, MasterFactory
 
-from asphalt.protocol import Finish
+from asphalt.protocol import Finish, Lease
 from asphalt.worker.client import MasterClient, Stale
+
+# A finish for the first attempt that says it succeeded.
+SUCCEEDED = Finish(
+    attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
+)
+
+
+async def _leased(m: Master, client: MasterClient) -> tuple[str, Lease]:
+    """A registered worker, and the lease of a new task's main job (action "x")."""
+    w = (await client.register(REG)).worker
+    await m.new_task({"main": {"action": "x"}})
+    lease = await client.lease(w)
+    assert lease is not None
+    return w, lease
 
 
 async def test_lease_returns_204_when_no_job_fits(master: MasterFactory) -> None:
@@ -46,10 +60,7 @@ async def test_stale_attempts_are_refused_and_a_repeated_finish_changes_nothing(
 ) -> None:
     m = await master()
     async with MasterClient(m.url) as client:
-        w = (await client.register(REG)).worker
-        await m.new_task({"main": {"action": "x"}})
-        lease = await client.lease(w)
-        assert lease is not None
+        w, lease = await _leased(m, client)
         with pytest.raises(Stale):
             await client.output(w, lease.job, lease.attempt + 1, 0, b"x")
         assert await client.output(w, lease.job, 1, 0, b"hello ") == 6
@@ -76,9 +87,7 @@ async def test_a_finish_asking_for_more_is_answered_with_the_next_queued_job(
         await m.new_task({"main": {"action": "second"}}, task="b")
         first = await client.lease(w)
         assert first is not None and first.action == "first"
-        fin = Finish(
-            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
-        )
+        fin = SUCCEEDED
         second = await client.finish(w, first.job, replace(fin, next=True))
         assert second is not None and (second.action, second.attempt) == ("second", 1)
         assert (await m.task("p", "b"))["jobs"]["main"]["state"] == "running"
@@ -103,9 +112,7 @@ async def test_a_finish_sent_again_after_a_lost_answer_gets_the_same_next_job(
             await m.new_task({"main": {"action": name}}, task=name)
         first = await client.lease(w)
         assert first is not None
-        fin = Finish(
-            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
-        )
+        fin = SUCCEEDED
         fin = replace(fin, next=True)
         second = await client.finish(w, first.job, fin)
         again = await client.finish(w, first.job, fin)  # as if the first answer never arrived
@@ -123,9 +130,7 @@ async def test_a_draining_worker_is_not_sent_more_with_a_finish(master: MasterFa
         first = await client.lease(w)
         assert first is not None
         await client.heartbeat(w, [(first.job, 1)], 0.2, draining=True)
-        fin = Finish(
-            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
-        )
+        fin = SUCCEEDED
         assert await client.finish(w, first.job, replace(fin, next=True)) is None
         assert (await m.task("p", "b"))["jobs"]["main"]["state"] == "queued"
 
@@ -135,10 +140,7 @@ async def test_a_finish_with_next_that_is_not_true_or_false_is_refused(
 ) -> None:
     m = await master()
     async with MasterClient(m.url) as client:
-        w = (await client.register(REG)).worker
-        await m.new_task({"main": {"action": "x"}})
-        lease = await client.lease(w)
-        assert lease is not None
+        w, lease = await _leased(m, client)
     body = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
     body |= {"started_at": 1.0, "ended_at": 2.0, "next": "yes"}
     status, answer = await m.call("POST", f"/_worker/{w}/jobs/{lease.job}/finish", body)
@@ -208,9 +210,7 @@ async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) 
         first = await client.lease(w)
         assert first is not None and first.action == "main1"
         await m.new_task({"main": {"action": "main2"}}, "b")
-        fin = Finish(
-            attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0
-        )
+        fin = SUCCEEDED
         await client.finish(w, first.job, fin)
         second = await client.lease(w)
         assert second is not None and second.action == "react"
