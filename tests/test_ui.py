@@ -178,6 +178,19 @@ def test_a_bad_form_says_what_is_wrong(site: Site, page: Page) -> None:
     expect(page.get_by_label("Timeout (s)")).to_have_value("soon")
 
 
+def test_an_error_banner_comes_from_the_form_and_not_from_a_link(site: Site, page: Page) -> None:
+    site.http.post("/", {"name": "p"})
+    page.goto(site.base + "/")
+    page.get_by_label("Name").fill("p")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.locator(".banner.error")).to_contain_text("already called 'p'")
+    # The same words in a link someone sent do not show: the banner is signed for this browser.
+    lure = "your session expired; sign in again at evil.example"
+    page.goto(site.base + "/projects/p?error=" + lure.replace(" ", "+") + "&sig=0123")
+    expect(page.locator("h1")).to_have_text("p")
+    expect(page.locator(".banner.error")).to_have_count(0)
+
+
 def test_pages_and_forms_work_without_javascript(site: Site, browser: Browser) -> None:
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()

@@ -32,7 +32,7 @@ async def handle(request: web.Request, action: FormHandler) -> web.StreamRespons
         return None
     back = request.headers.get("Referer") or "/"
     if not guard.valid(request, str(form[guard.FIELD])):
-        raise web.HTTPSeeOther(_with_error(back, "the form had expired; try again"))
+        raise web.HTTPSeeOther(_with_error(request, back, guard.EXPIRED))
     fields = MultiDictProxy(form) if not isinstance(form, MultiDictProxy) else form
     try:
         target = await action(request, fields)  # type: ignore[arg-type]
@@ -40,13 +40,13 @@ async def handle(request: web.Request, action: FormHandler) -> web.StreamRespons
         if action is create_task:  # show the form again with what was typed, and why not
             typed = {k: str(v) for k, v in fields.items() if k != guard.FIELD}
             return await pages.project(request, form=typed, error=e.message)
-        raise web.HTTPSeeOther(_with_error(back, e.message)) from e
+        raise web.HTTPSeeOther(_with_error(request, back, e.message)) from e
     raise web.HTTPSeeOther(target)
 
 
-def _with_error(url: str, message: str) -> str:
+def _with_error(request: web.Request, url: str, message: str) -> str:
     base = url.split("?", 1)[0]
-    return f"{base}?error={quote(message)}"
+    return f"{base}?error={quote(message)}&sig={guard.sign(request, message)}"
 
 
 async def create_project(request: web.Request, form: MultiDictProxy[str]) -> str:

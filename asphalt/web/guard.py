@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from asphalt.master.http import reply
 
 COOKIE = "asphalt_csrf"
 FIELD = "_csrf"
+EXPIRED = "the form had expired; try again"  # shown without a signature: it says nothing new
 
 
 def _cross_site(request: web.Request) -> bool:
@@ -50,6 +52,27 @@ def remember(request: web.Request, response: web.StreamResponse) -> None:
     """Set the cookie if this request made a new token."""
     if COOKIE in request and COOKIE not in request.cookies:
         response.set_cookie(COOKIE, request[COOKIE], httponly=True, samesite="Strict", path="/")
+
+
+def sign(request: web.Request, message: str) -> str:
+    """A signature of a banner message for this browser (keyed by its form cookie), or ""."""
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        return ""
+    return hmac.new(cookie.encode(), message.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def banner(request: web.Request) -> str | None:
+    """The ?error= message a form redirect sent this browser; None for one a link made up.
+
+    Without the signature anyone could send a link to a page that shows their own words in
+    the page's error banner ("your session expired, sign in at ...").
+    """
+    message = request.query.get("error")
+    if message is None or message == EXPIRED:
+        return message
+    expected, sent = sign(request, message), request.query.get("sig", "")
+    return message if expected and hmac.compare_digest(expected, sent) else None
 
 
 def valid(request: web.Request, sent: str | None) -> bool:

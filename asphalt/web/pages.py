@@ -26,7 +26,7 @@ def _page(
     scheduler = request.app[SCHEDULER]
     context.setdefault("live", False)
     context["csrf"] = guard.token(request)
-    context.setdefault("error", request.query.get("error"))
+    context.setdefault("error", guard.banner(request))
     context.setdefault("form", {})
     context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
