@@ -342,6 +342,9 @@ async def test_a_bad_registration_leaves_no_worker_behind(master: MasterFactory)
         status, _ = await m.call("POST", "/_worker/register", {**body, "slots": slots})
         assert status == 400
     assert (await m.call("GET", "/workers"))[1]["workers"] == []
+    assert (await m.call("GET", "/workers?all=true"))[1]["workers"] == []
+    status, answer = await m.call("GET", "/workers?all=maybe")
+    assert status == 400 and answer["field"] == "all", answer
 
 
 async def test_a_project_name_may_not_be_another_projects_id(master: MasterFactory) -> None:

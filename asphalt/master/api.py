@@ -221,4 +221,10 @@ def _sse(event: str, text: str, offset: int) -> bytes:
 @routes.get("/workers", name="workers")
 async def list_workers(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    return reply({"workers": scheduler.registry.views(scheduler.now_m())})
+    every = request.query.get("all", "false")
+    if every not in ("true", "false", "1", "0"):
+        raise BadRequest("all must be true or false", field="all")
+    views = scheduler.registry.views(
+        scheduler.now_m(), now=scheduler.now(), every=every in ("true", "1")
+    )
+    return reply({"workers": views})

@@ -9,6 +9,8 @@ from typing import Any
 from asphalt.model import Worker, new_id, rfc3339
 from asphalt.protocol import Registration
 
+KEEP_SHOWING_S = 24 * 3600  # how long a worker that left or was lost is still listed
+
 
 class Registry:
     """Liveness uses monotonic time (`now_m`); `last_seen` on the record is wall time."""
@@ -73,9 +75,12 @@ class Registry:
             return "lost"
         return "draining" if worker.draining else "live"
 
-    def views(self, now_m: float) -> list[dict[str, Any]]:
+    def views(self, now_m: float, *, now: float, every: bool = False) -> list[dict[str, Any]]:
+        """Workers newest first: live ones, and others last heard from within a day (or all)."""
         result = []
         for w in sorted(self._workers.values(), key=lambda w: w.registered_at, reverse=True):
+            if not every and now - w.last_seen > KEEP_SHOWING_S and not self.live(w, now_m):
+                continue  # a worker restarted daily on 300 machines leaves 300 ids a day
             result.append(
                 {
                     "id": w.id,

@@ -53,7 +53,7 @@ async def dashboard(request: web.Request) -> web.Response:
             if t.created_at >= since and _outcome(scheduler, t) == "failed"
         )
         projects.append({"project": project.view(), "tasks": views})
-    workers = scheduler.registry.views(scheduler.now_m())
+    workers = scheduler.registry.views(scheduler.now_m(), now=scheduler.now())
     live = any(_in_flight(t) for p in projects for t in p["tasks"])
     return _page(
         request,
@@ -163,7 +163,7 @@ async def job(request: web.Request) -> web.Response:
 
 async def workers(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    views = scheduler.registry.views(scheduler.now_m())
+    views = scheduler.registry.views(scheduler.now_m(), now=scheduler.now())
     return _page(request, "workers.html", {"workers": views, "live": True, "title": "Workers"})
 
 
