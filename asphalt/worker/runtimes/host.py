@@ -25,6 +25,8 @@ _PROC = Path("/proc")
 # not mistaken for one); each leads its own group and never belongs to another job.
 _LEADERS: dict[int, int] = {}
 _SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's own again
+_UNSURE_LOOKS, _UNSURE_S = 10, 0.01
+_KERNEL_THREAD = 0x00200000  # PF_KTHREAD in /proc/PID/stat flags: never a job's
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -95,11 +97,12 @@ async def run_process(
     if not argv:
         raise RuntimeFailure("empty command")
     async with output_pipe() as pipe:
+        born = _boot_ticks()  # every process of the job starts at or after this
         try:
             proc = await _spawn(argv, env, pipe.write_fd)
         finally:
             os.close(pipe.write_fd)  # the children hold copies; EOF comes when they close them
-        return await _supervise(proc, pipe, spec, sink, grace_s)
+        return await _supervise(proc, pipe, _JobProcesses(proc.pid, spec, born), sink, grace_s)
 
 
 class OutputPipe:
@@ -171,12 +174,13 @@ async def _spawn(
 async def _supervise(
     proc: asyncio.subprocess.Process,
     pipe: OutputPipe,
-    spec: JobSpec,
+    group: _JobProcesses,
     sink: OutputSink,
     grace_s: float,
 ) -> int:
-    group = _JobProcesses(proc.pid, spec)
-    _LEADERS[proc.pid] = group.born
+    leader_born = _start_ticks(proc.pid)
+    if leader_born:
+        _LEADERS[proc.pid] = leader_born
     pumping = asyncio.create_task(pipe.copy_to(sink))
     exiting = asyncio.create_task(proc.wait())
     try:
@@ -207,26 +211,40 @@ class _JobProcesses:
     """The live processes of one job: its process group, plus (on Linux) any process that left
     the group but still carries the job's ASPHALT_JOB_ID and ASPHALT_ATTEMPT."""
 
-    def __init__(self, pgid: int, spec: JobSpec) -> None:
+    def __init__(self, pgid: int, spec: JobSpec, born: int) -> None:
         self._pgid = pgid
         self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
         self._started = time.monotonic()
-        # Every process of the job started with or after its leader: an older one is not ours.
-        self.born = _start_ticks(pgid)
+        self._born = born  # every process of the job started then or later; older ones are not
+        self._unsure = False  # the last look met a new process whose environment was unreadable
 
     async def stop(self, grace_s: float) -> None:
         """SIGTERM them all, SIGKILL whatever is left after grace_s."""
-        if not self._signal(signal.SIGTERM):
+        if not await self._look(signal.SIGTERM):
             return
         deadline = time.monotonic() + grace_s
         try:
             while time.monotonic() < deadline:
                 await asyncio.sleep(_POLL_S)
-                if not self._signal(0):
+                if not await self._look(0):
                     return
         finally:
             # Also reached when cancelled mid-grace: never leave a job running.
             self._signal(signal.SIGKILL)
+
+    async def _look(self, sig: int) -> bool:
+        """_signal, looking again for a moment while a new process's environment is unreadable.
+
+        A process shows an empty environment while it is in the middle of exec (`setsid cmd &`
+        does that just as the job's shell ends) and while it is dying, before it is a zombie.
+        """
+        found = self._signal(sig)
+        for _ in range(_UNSURE_LOOKS):
+            if found or not self._unsure:
+                break
+            await asyncio.sleep(_UNSURE_S)
+            found = self._signal(sig)
+        return found
 
     def _signal(self, sig: int) -> bool:
         """Send sig to every live process of the job; return whether there was any."""
@@ -249,18 +267,25 @@ class _JobProcesses:
         found = []
         me = os.getpid()
         first = self._first_candidate()
+        self._unsure = False
         for name in os.listdir(_PROC):
             if not name.isdigit() or int(name) < first or int(name) == me:
                 continue
             try:
                 fields = _read(f"/proc/{name}/stat").rsplit(b")", 1)[1].split()
-                state, pgrp, born = fields[0], fields[2], int(fields[19])
-                if state in (b"Z", b"X") or born < self.born:
+                state, pgrp, flags, born = fields[0], fields[2], int(fields[6]), int(fields[19])
+                if state in (b"Z", b"X") or born < self._born or flags & _KERNEL_THREAD:
                     continue
-                if int(name) != self._pgid and born and _LEADERS.get(int(name)) == born:
+                if int(name) != self._pgid and _LEADERS.get(int(name)) == born:
                     continue  # another job's leader: its group and marker are its own
-                if int(pgrp) == self._pgid or self._marker <= _environ(name):
+                if int(pgrp) == self._pgid:
                     found.append(int(name))
+                    continue
+                env = _environ(name)
+                if self._marker <= env:
+                    found.append(int(name))
+                elif env <= {b""}:
+                    self._unsure = True
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
         return found
@@ -288,6 +313,13 @@ class _JobProcesses:
         except (OSError, ValueError):
             return 0
         return self._pgid + 1 if last > self._pgid else 0
+
+
+def _boot_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc gives start times in (a tick early)."""
+    if not hasattr(time, "CLOCK_BOOTTIME"):
+        return 0
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK")) - 1
 
 
 def _start_ticks(pid: int) -> int:
