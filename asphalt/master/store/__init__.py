@@ -1,4 +1,4 @@
-"""The durable store: LMDB tables of msgpack records; the only package that imports either."""
+"""The durable store: LMDB tables of msgpack records (lmdb in batch.py, msgpack in records.py)."""
 
 from asphalt.master.store.tables import CUT_MARKER, Store
 

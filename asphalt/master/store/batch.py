@@ -1,4 +1,5 @@
-"""Group commit: the writes of one event-loop turn share one LMDB transaction and one fsync."""
+"""The LMDB environment (the one module that imports lmdb) and its group commit: the writes of
+one event-loop turn share one transaction and one fsync."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import lmdb
@@ -20,6 +22,11 @@ T = TypeVar("T")
 _log = log.get("asphalt.store")
 _BATCH_ROOM = 64 << 20  # with less free room than this in the map, writes are not grouped
 _PATH_PAGES = 8  # pages a put may copy on its way down the tree (copy-on-write)
+
+
+def open_env(path: Path, *, map_size: int, max_dbs: int) -> lmdb.Environment:
+    """The store's LMDB environment, in the directory `path`."""
+    return lmdb.open(str(path), map_size=map_size, max_dbs=max_dbs, subdir=True)
 
 
 class Batches:
@@ -37,7 +44,7 @@ class Batches:
         self._page = int(env.stat()["psize"])
         self._batch: Txn | None = None
         self._done: asyncio.Future[None] | None = None
-        self.bound = 0  # how much the open batch may have grown the store, at most
+        self._bound = 0  # how much the open batch may have grown the store, at most
         self._limit = 0
 
     async def flushed(self) -> None:
@@ -58,7 +65,7 @@ class Batches:
 
     def grew(self, nbytes: int) -> None:
         """Count a put of nbytes (or a delete, with 0) toward the batch's size."""
-        self.bound += 2 * nbytes + _PATH_PAGES * self._page
+        self._bound += 2 * nbytes + _PATH_PAGES * self._page
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Txn]:
@@ -87,7 +94,7 @@ class Batches:
             done.set_result(None)
 
     def _current(self) -> Txn | None:
-        if self._batch is not None and self.bound > self._limit:
+        if self._batch is not None and self._bound > self._limit:
             self.commit()  # a big batch goes now, so that its commit is sure to find room
         if self._batch is None:
             try:
@@ -102,7 +109,7 @@ class Batches:
                 return None
             self._batch = self._env.begin(write=True)
             self._done = loop.create_future()
-            self.bound, self._limit = 0, room // 2
+            self._bound, self._limit = 0, room // 2
             # Runs after every callback that is ready now, so one loop turn shares one sync.
             loop.call_soon(self.commit)
         return self._batch

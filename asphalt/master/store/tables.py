@@ -8,11 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lmdb
-
 from asphalt.errors import Conflict, Unavailable
 from asphalt.master.store import records
-from asphalt.master.store.batch import Batches
+from asphalt.master.store.batch import Batches, open_env
 from asphalt.model import Job, Project, Task, Worker
 
 if TYPE_CHECKING:
@@ -59,7 +57,7 @@ class Store:
         except OSError as e:
             self._lock.close()
             raise Unavailable(f"another asphalt master is using {path.parent}") from e
-        self._env = lmdb.open(str(path), map_size=map_size, max_dbs=len(_DBS), subdir=True)
+        self._env = open_env(path, map_size=map_size, max_dbs=len(_DBS))
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._batches = Batches(self._env)
         self._write = self._batches.write
