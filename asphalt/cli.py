@@ -18,10 +18,12 @@ from aiohttp import web
 
 from asphalt import __version__, discovery, log
 from asphalt.config import MasterConfig, WorkerConfig
-from asphalt.errors import AsphaltError
-from asphalt.master.app import build_app, stop_accepting
+from asphalt.errors import AsphaltError, Unauthorized
+from asphalt.master import addresses, auth
+from asphalt.master.app import SSL_CONTEXT, build_app, stop_accepting
+from asphalt.protocol import parse_join
 from asphalt.worker.agent import Agent
-from asphalt.worker.client import MasterClient
+from asphalt.worker.client import MasterClient, pin_of
 from asphalt.worker.runtimes import Runtime, detect_runtimes
 
 _log = log.get("asphalt.cli")
@@ -89,6 +91,36 @@ def _parser() -> argparse.ArgumentParser:
     flag(
         "output-cap", type=int, default=8 << 20, metavar="BYTES", help="master: output kept per job"
     )
+    flag(
+        "join",
+        metavar="TOKEN",
+        default=os.environ.get("ASPHALT_JOIN"),
+        help="worker: the master's join token (or env ASPHALT_JOIN); the master prints it",
+    )
+    flag(
+        "auth",
+        choices=("local", "always", "off"),
+        default="local",
+        help="master: local (default): requests made on this box need no token; always: every "
+        "request needs one; off: nobody needs one (trusted labs only)",
+    )
+    flag("public-url", metavar="URL", help="master: the URL people and workers reach it by")
+    flag(
+        "allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="master: another name a browser may reach it by (repeat the flag for more)",
+    )
+    flag("tls", choices=("auto",), help="master: auto: serve HTTPS with a self-signed certificate")
+    flag("tls-cert", metavar="FILE", help="master: serve HTTPS with this certificate (PEM)")
+    flag("tls-key", metavar="FILE", help="master: the key of -tls-cert (PEM)")
+    flag(
+        "env-allow",
+        default="",
+        metavar="NAME,PREFIX_*",
+        help="worker: variables of its own environment that host jobs may see",
+    )
     flag("log", choices=("auto", "console", "json"), default="auto", help="log format (auto)")
     flag(
         "log-level",
@@ -100,10 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _master_url(raw: str) -> str:
+def _master_url(raw: str, *, pinned: bool) -> str:
     if raw == "auto":
         return raw
-    url = raw if "://" in raw else f"http://{raw}"
+    url = raw if "://" in raw else f"{'https' if pinned else 'http'}://{raw}"
     if ":" not in url.split("://", 1)[1]:
         url += ":8080"
     return url
@@ -133,10 +165,21 @@ def parse(
         parser.error("-heartbeat must be shorter than -lease, or every lease would run out")
     if args.grace < 0 or args.drain < 0:
         parser.error("-grace and -drain must be 0 or more seconds")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("-tls-cert and -tls-key go together: give both files")
+    if args.tls and args.tls_cert:
+        parser.error("-tls auto makes its own certificate; leave out -tls-cert and -tls-key")
+    join = (args.join or "").strip() or None
+    if join is not None and parse_join(join) is None:
+        parser.error("-join takes the token the master printed (it starts with ASPHALT-1-)")
+    pinned = pin_of(join) is not None
+    if args.master and pinned and args.master.startswith("http://"):
+        parser.error("the join token pins the master's TLS certificate: use -master https://...")
     types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
-    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     worker = WorkerConfig(
-        master_url=_master_url(args.master or f"{local}:{args.port}"),
+        master_url=_master_url(args.master or "", pinned=pinned),
+        join=join,
+        env_allow=tuple(n.strip() for n in args.env_allow.split(",") if n.strip()),
         name=args.name,
         host=socket.gethostname(),
         types=types,
@@ -163,7 +206,15 @@ def parse(
         advertise=args.advertise,
         mdns_interface=args.mdns_interface,
         name=args.name,
+        auth=args.auth,
+        public_url=args.public_url,
+        allow_hosts=tuple(args.allow_host),
+        tls=args.tls,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
     )
+    # The worker of its own reaches it on loopback; its join token comes in-process at start.
+    worker = replace(worker, master_url=addresses.local_base(master), join=None)
     return master, None if args.no_worker else worker, (args.log, args.log_level)
 
 
@@ -191,13 +242,15 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
             )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, master.host, master.port).start()
-            url = f"http://{master.host}:{master.port}"
-            _log.info("master_serving", url=url, data=str(master.data_dir.resolve()))
+            context = app.get(SSL_CONTEXT)
+            await web.TCPSite(runner, master.host, master.port, ssl_context=context).start()
+            _announce(app, master)
+            if worker is not None:  # its own worker joins in-process, pinned like any other
+                worker = replace(worker, join=app[auth.CREDENTIALS].join_token)
             if master.advertise:
                 address = master.mdns_interface or master.host
                 await stack.enter_async_context(
-                    discovery.advertised(master.name, address, master.port)
+                    discovery.advertised(master.name, address, master.port, scheme=master.scheme)
                 )
         agent = None
         if worker is not None and worker.master_url == "auto":
@@ -207,10 +260,14 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
         if worker is not None:
             runtimes = await detect_runtimes(docker_network=worker.docker_network)
             stack.push_async_callback(_close, runtimes)
-            client = await stack.enter_async_context(MasterClient(worker.master_url))
+            client = MasterClient(worker.master_url, join=worker.join)
+            await stack.enter_async_context(client)
             agent = Agent(worker, runtimes, client)
         async with asyncio.TaskGroup() as group:
-            working = group.create_task(agent.run(), name="worker") if agent else None
+            run = (
+                _embedded(agent) if agent and master is not None else agent.run() if agent else None
+            )
+            working = group.create_task(run, name="worker") if run else None
             await stop.wait()
             _log.info("stopping", hint="a second signal forces")
             if app is not None:
@@ -224,13 +281,62 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
     _log.info("stopped")
 
 
+async def _embedded(agent: Agent) -> None:
+    """The master's own worker: if it is revoked the master goes on without it."""
+    try:
+        await agent.run()
+    except Unauthorized as e:
+        _log.error("embedded_worker_stopped", error=e.message, hint="restart the master")
+
+
+def _announce(app: web.Application, master: MasterConfig) -> None:
+    """Say where the UI is, how to start a worker, and loudly when others can reach it."""
+    credentials = app[auth.CREDENTIALS]
+    _log.info(
+        "master_serving",
+        ui=addresses.public_base(master) + "/",
+        here=addresses.local_base(master) + "/",
+        data=str(master.data_dir.resolve()),
+    )
+    command = f"{addresses.worker_command(master)} -join {credentials.join_token}"
+    _log.info("worker_command", command=command)
+    if master.auth == "off":
+        _log.warning(
+            "auth_off", message="-auth off: ANYONE who can reach this master runs commands"
+        )
+    elif addresses.beyond_loopback(master):
+        _log.warning(
+            "listening_beyond_loopback",
+            address=master.host,
+            port=master.port,
+            message="other machines can reach this master: they need a token "
+            f"({master.data_dir / 'admin.token'}, or POST /tokens)"
+            + ("" if master.auth == "always" else "; requests made on this box need none"),
+        )
+
+
+def _refusal(error: BaseException) -> AsphaltError | None:
+    """The first AsphaltError inside what asyncio.run raised, groups included."""
+    if isinstance(error, AsphaltError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _refusal(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     master, worker, (log_format, log_level) = parse(argv)
     log.setup(log_format, level=log.LEVELS[log_level])
     try:
         asyncio.run(_serve(master, worker))
-    except AsphaltError as e:
-        print(f"asphalt: {e.message}", file=sys.stderr)
+    except (AsphaltError, BaseExceptionGroup) as e:
+        found = _refusal(e)
+        if found is None:
+            raise
+        print(f"asphalt: {found.message}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"asphalt: {e}", file=sys.stderr)

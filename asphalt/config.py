@@ -20,6 +20,8 @@ class WorkerConfig:
     buffer_cap: int = 16 << 20  # output kept per job while the master cannot be reached
     state_dir: Path = Path("asphalt-worker")  # lock files that let a restarted worker reap
     mdns_interface: str | None = None  # with master_url "auto": where to look for one
+    join: str | None = None  # the join token (-join or ASPHALT_JOIN); it may pin the master's TLS
+    env_allow: tuple[str, ...] = ()  # worker variables host jobs may see: names or PREFIX_*
     flush_interval_s: float = 1.0
     flush_bytes: int = 64 << 10
 
@@ -38,3 +40,13 @@ class MasterConfig:
     advertise: bool = False  # announce the master with mDNS, for `asphalt -master auto`
     mdns_interface: str | None = None
     name: str = "asphalt"
+    auth: str = "local"  # local: no token needed on this box; always; off (trusted labs only)
+    public_url: str | None = None  # how people and workers reach it, e.g. https://ci.example:8080
+    allow_hosts: tuple[str, ...] = ()  # more names a Host header may give (DNS rebinding guard)
+    tls: str | None = None  # "auto": a self-signed certificate kept in the data directory
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls or self.tls_cert else "http"

@@ -26,7 +26,9 @@ def _zeroconf(interface: str | None) -> AsyncZeroconf:
 
 
 @asynccontextmanager
-async def advertised(name: str, address: str, port: int) -> AsyncIterator[None]:
+async def advertised(
+    name: str, address: str, port: int, *, scheme: str = "http"
+) -> AsyncIterator[None]:
     """Announce a master at address:port while the block runs (0.0.0.0: every interface)."""
     interface = None if address in ("0.0.0.0", "") else address
     addresses = [socket.inet_aton(address)] if interface else []
@@ -36,7 +38,7 @@ async def advertised(name: str, address: str, port: int) -> AsyncIterator[None]:
         f"{name}.{SERVICE}",
         addresses=addresses or None,
         port=port,
-        properties={"path": "/"},
+        properties={"path": "/", "scheme": scheme},
         server=f"{name}.local.",
     )
     await zc.async_register_service(info, allow_name_change=True)
@@ -64,7 +66,10 @@ async def find_master(*, interface: str | None = None, timeout_s: float = 10.0) 
             while True:
                 info = AsyncServiceInfo(SERVICE, await names.get())
                 if await info.async_request(zc.zeroconf, 3000) and info.parsed_addresses():
-                    return f"http://{info.parsed_addresses()[0]}:{info.port}"
+                    # A worker whose join token pins a certificate checks it on every call, so
+                    # a master found here that cannot prove the pin is refused at registration.
+                    scheme = info.properties.get(b"scheme") or b"http"
+                    return f"{scheme.decode()}://{info.parsed_addresses()[0]}:{info.port}"
     except TimeoutError as e:
         raise Unavailable(
             f"no asphalt master answered on the network within {timeout_s:g} s"

@@ -2,6 +2,8 @@
 
 AsphaltError
 ├── BadRequest        400  the input is wrong; names the field
+├── Unauthorized      401  no credential, or one that is not valid (or was revoked)
+├── Forbidden         403  a valid credential that may not do this
 ├── NotFound          404
 ├── Conflict          409  duplicate id, stale attempt, transition not allowed
 ├── TooLarge          413
@@ -33,6 +35,18 @@ class BadRequest(AsphaltError):
     """The request is not valid."""
 
     status = 400
+
+
+class Unauthorized(AsphaltError):
+    """This needs a credential: send Authorization: Bearer TOKEN."""
+
+    status = 401
+
+
+class Forbidden(AsphaltError):
+    """The credential sent may not do this."""
+
+    status = 403
 
 
 class NotFound(AsphaltError):

@@ -39,6 +39,15 @@ class TaskStatus(StrEnum):
     COMPLETE = "complete"
 
 
+class Scope(StrEnum):
+    """What a credential may do; each API scope includes the ones before it."""
+
+    READ = "read"
+    SUBMIT = "submit"
+    ADMIN = "admin"
+    JOIN = "join"  # the worker join token: registers workers, nothing else
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -284,3 +293,34 @@ class Worker:
     untyped: bool = False  # with types, also take jobs that name none
     draining: bool = False
     gone: bool = False
+    secret_hash: str = ""  # SHA-256 of the credential the master gave it at registration
+    revoked: bool = False  # an admin cut it off: its credential is refused from then on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    """A credential the master issued; only the SHA-256 of its secret is kept.
+
+    A session (a browser that logged in with a token) is a Token too, with `parent` naming the
+    token it was made from: revoking that token ends its sessions.
+    """
+
+    id: str
+    name: str
+    scope: Scope
+    secret_hash: str
+    created_at: float
+    projects: tuple[str, ...] = ()  # ids or names; empty means every project
+    last_used: float | None = None
+    parent: str | None = None
+    expires_at: float | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "projects": list(self.projects),
+            "created": rfc3339(self.created_at),
+            "lastUsed": rfc3339(self.last_used),
+        }

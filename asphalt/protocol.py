@@ -16,11 +16,33 @@ OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, raw 
 FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
 RELEASE = PREFIX + "/{worker}/jobs/{job}/release"  # {"attempt": N}: a stopping worker hands it back
 
+JOIN_PREFIX = "ASPHALT-1-"
+
 INT32 = 2**31 - 1
 MAX_SLOTS = 4096
 LAST_TIME = 253402300799  # 9999-12-31T23:59:59Z
 # What a worker may report a job ended as.
 END_STATES = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+def join_token(secret: str, fingerprint: str | None) -> str:
+    """The join token a worker is started with: the secret, and with TLS the master's pin.
+
+    Like Docker Swarm's join tokens, it carries the SHA-256 of the master's certificate, so a
+    worker given it trusts exactly that master and needs no CA.
+    """
+    return f"{JOIN_PREFIX}{fingerprint}-{secret}" if fingerprint else f"{JOIN_PREFIX}{secret}"
+
+
+def parse_join(token: str) -> tuple[str, str | None] | None:
+    """(secret, certificate fingerprint or None) from a join token; None if it is not one."""
+    if not token.startswith(JOIN_PREFIX):
+        return None
+    parts = token.removeprefix(JOIN_PREFIX).split("-")
+    hexdigits = set("0123456789abcdef")
+    if not all(len(p) == 64 and set(p) <= hexdigits for p in parts) or len(parts) > 2:
+        return None
+    return (parts[1], parts[0]) if len(parts) == 2 else (parts[0], None)
 
 
 def _check(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
@@ -87,9 +109,11 @@ class Registration:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Welcome:
-    """The master's answer to a registration: the worker's id and the timings it must keep."""
+    """The master's answer to a registration: the worker's id, its credential (sent on every
+    later call) and the timings it must keep."""
 
     worker: str
+    secret: str
     poll_hold_s: float
     heartbeat_s: float
     lease_s: float

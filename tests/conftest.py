@@ -36,7 +36,7 @@ async def master(tmp_path: Path) -> AsyncIterator[MasterFactory]:
         server = TestServer(build_app(config), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
-        return Master(server, session)
+        return Master(server, session, config.data_dir)
 
     yield start
     await session.close()

@@ -153,8 +153,14 @@ def start_master(data: Path, port: int, *extra: str) -> tuple[Proc, Http]:
     return proc, http
 
 
-def start_worker(master_port: int, log_dir: Path, *extra: str) -> Proc:
+def join_token(data: Path) -> str:
+    """The join token a master keeps in its data directory."""
+    return (data / "join.token").read_text().strip()
+
+
+def start_worker(master_port: int, log_dir: Path, *extra: str, join: str | None = None) -> Proc:
     args = ["-master", f"127.0.0.1:{master_port}", "-log", "json", "-docker-network", "none"]
+    args += ["-join", join] if join else []
     args += ["-state", str(log_dir / "worker-state")]
     args += ["-grace", "2", *extra]
     return Proc(args, log_dir / f"worker-{time.monotonic_ns()}.log")
@@ -166,10 +172,13 @@ CONFIG = MasterConfig(host="127.0.0.1", poll_hold_s=0.3, heartbeat_s=0.2, lease_
 
 
 class Master:
-    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession, data: Path) -> None:
         self.server = server
         self.session = session
+        self.data = data
         self.url = str(server.make_url("")).rstrip("/")
+        self.join = join_token(data)
+        self.admin = (data / "admin.token").read_text().strip()
 
     async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
         async with self.session.request(method, self.url + path, json=body, **kw) as r:
@@ -214,7 +223,9 @@ class Cluster:
         return http
 
     def worker(self, *extra: str, port: int | None = None) -> Proc:
-        proc = start_worker(port or self.port, self.tmp, *extra)
+        """A worker for this cluster's master, with its join token unless -join is given."""
+        join = None if "-join" in extra else join_token(self.data)
+        proc = start_worker(port or self.port, self.tmp, *extra, join=join)
         self.procs.append(proc)
         return proc
 

@@ -37,7 +37,7 @@ async def test_a_task_id_is_made_when_none_is_given(master: MasterFactory) -> No
 
 async def test_rerunning_a_job_keeps_its_earlier_attempt(master: MasterFactory) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x"}, "success": {"action": "y"}})
         main = await client.lease(w)

@@ -19,6 +19,7 @@ OWNERS = {
     "docker": "asphalt/worker/runtimes/docker.py",
     "spython": "asphalt/worker/runtimes/singularity.py",
     "zeroconf": "asphalt/discovery.py",
+    "cryptography": "asphalt/tls.py",
 }
 
 

@@ -32,7 +32,7 @@ async def _leased(m: Master, client: MasterClient) -> tuple[str, Lease]:
 
 async def test_lease_returns_204_when_no_job_fits(master: MasterFactory) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         welcome = await client.register(REG)
         await m.new_task({"main": {"action": "x", "types": ["gpu"]}})
         started = time.monotonic()
@@ -42,7 +42,7 @@ async def test_lease_returns_204_when_no_job_fits(master: MasterFactory) -> None
 
 async def test_a_waiting_worker_is_handed_a_new_job_at_once(master: MasterFactory) -> None:
     m = await master(poll_hold_s=20.0)
-    async with MasterClient(m.url, poll_hold_s=20.0) as client:
+    async with MasterClient(m.url, join=m.join, poll_hold_s=20.0) as client:
         welcome = await client.register(REG)
         polling = asyncio.create_task(client.lease(welcome.worker))
         await asyncio.sleep(0.2)
@@ -59,7 +59,7 @@ async def test_stale_attempts_are_refused_and_a_repeated_finish_changes_nothing(
     master: MasterFactory,
 ) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w, lease = await _leased(m, client)
         with pytest.raises(Stale):
             await client.output(w, lease.job, lease.attempt + 1, 0, b"x")
@@ -81,7 +81,7 @@ async def test_a_finish_asking_for_more_is_answered_with_the_next_queued_job(
     master: MasterFactory,
 ) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "first"}}, task="a")
         await m.new_task({"main": {"action": "second"}}, task="b")
@@ -106,7 +106,7 @@ async def test_a_finish_sent_again_after_a_lost_answer_gets_the_same_next_job(
     master: MasterFactory,
 ) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         for name in ("a", "b", "c"):
             await m.new_task({"main": {"action": name}}, task=name)
@@ -123,7 +123,7 @@ async def test_a_finish_sent_again_after_a_lost_answer_gets_the_same_next_job(
 
 async def test_a_draining_worker_is_not_sent_more_with_a_finish(master: MasterFactory) -> None:
     m = await master(heartbeat_s=0.2)
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "first"}}, task="a")
         await m.new_task({"main": {"action": "second"}}, task="b")
@@ -139,11 +139,12 @@ async def test_a_finish_with_next_that_is_not_true_or_false_is_refused(
     master: MasterFactory,
 ) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w, lease = await _leased(m, client)
-    body = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
-    body |= {"started_at": 1.0, "ended_at": 2.0, "next": "yes"}
-    status, answer = await m.call("POST", f"/_worker/{w}/jobs/{lease.job}/finish", body)
+        body = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
+        body |= {"started_at": 1.0, "ended_at": 2.0, "next": "yes"}
+        path = f"/_worker/{w}/jobs/{lease.job}/finish"
+        status, answer = await m.call("POST", path, body, headers=client.auth_headers())
     assert status == 400 and answer["field"] == "next", answer
     assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
 
@@ -152,7 +153,7 @@ async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
     master: MasterFactory,
 ) -> None:
     m = await master(lease_s=0.5)
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x"}, "failure": {"action": "y"}})
         assert await client.lease(w) is not None
@@ -168,7 +169,7 @@ async def test_an_old_attempt_beside_the_held_one_does_not_get_the_job_forgotten
     master: MasterFactory,
 ) -> None:
     m = await master(lease_s=0.5)
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x", "retries": 1, "backoff": 0}})
         first = await client.lease(w)
@@ -184,7 +185,7 @@ async def test_an_old_attempt_beside_the_held_one_does_not_get_the_job_forgotten
 
 async def test_heartbeats_renew_leases_and_carry_cancels_back(master: MasterFactory) -> None:
     m = await master(lease_s=0.8, heartbeat_s=0.4)
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x"}})
         lease = await client.lease(w)
@@ -204,7 +205,7 @@ async def test_heartbeats_renew_leases_and_carry_cancels_back(master: MasterFact
 
 async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) -> None:
     m = await master()
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "main1"}, "success": {"action": "react"}}, "a")
         first = await client.lease(w)
@@ -218,7 +219,8 @@ async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) 
 
 async def test_unknown_worker_is_told_to_register(master: MasterFactory) -> None:
     m = await master()
-    status, body = await m.call("POST", "/_worker/nobody/lease", {})
+    bearer = {"Authorization": "Bearer something"}
+    status, body = await m.call("POST", "/_worker/nobody/lease", {}, headers=bearer)
     assert status == 404 and "register" in body["error"]
 
 
@@ -317,7 +319,7 @@ async def test_a_bad_finish_is_refused_and_the_lease_stands(
     master: MasterFactory, change: dict[str, Any]
 ) -> None:
     m = await master(lease_s=30.0)
-    async with MasterClient(m.url) as client:
+    async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x"}})
         lease = await client.lease(w)
@@ -326,7 +328,7 @@ async def test_a_bad_finish_is_refused_and_the_lease_stands(
         body |= {"started_at": 1.0, "ended_at": 2.0}
         path = f"/_worker/{w}/jobs/{lease.job}/finish"
         raw = json.dumps({**body, **change}).encode()
-        async with m.session.post(m.url + path, data=raw) as r:
+        async with m.session.post(m.url + path, data=raw, headers=client.auth_headers()) as r:
             assert r.status == 400, await r.text()
         assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
         reply = await client.heartbeat(w, [(lease.job, 1)], 0.2)
@@ -339,7 +341,9 @@ async def test_a_bad_registration_leaves_no_worker_behind(master: MasterFactory)
     m = await master()
     body = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "version": "1"}
     for slots in (10**23, 0, "2", None):
-        status, _ = await m.call("POST", "/_worker/register", {**body, "slots": slots})
+        join = {"Authorization": f"Bearer {m.join}"}
+        sent = {**body, "slots": slots}
+        status, _ = await m.call("POST", "/_worker/register", sent, headers=join)
         assert status == 400
     assert (await m.call("GET", "/workers"))[1]["workers"] == []
     assert (await m.call("GET", "/workers?all=true"))[1]["workers"] == []

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Cluster, Proc, wait_until
+from harness import Cluster, Proc, join_token, wait_until
 
 
 @pytest.fixture
@@ -304,7 +304,7 @@ def test_a_worker_keeps_running_through_a_master_crash_and_delivers_when_it_retu
 def test_a_worker_finds_an_advertised_master_by_itself(cluster: Cluster) -> None:
     http = cluster.master("-no-worker", "-advertise", "-name", f"m{cluster.port}")
     args = ["-master", "auto", "-mdns-interface", "127.0.0.1", "-log", "json", "-name", "finder"]
-    args += ["-state", str(cluster.tmp / "finder-state")]
+    args += ["-state", str(cluster.tmp / "finder-state"), "-join", join_token(cluster.data)]
     cluster.procs.append(Proc(args, cluster.tmp / "finder.log"))
     http.post("/", {"name": "p"})
     http.post("/projects/p", {"id": "found", "action": "echo found it"})

@@ -22,7 +22,9 @@ def test_workers_that_left_are_listed_for_a_day_and_then_only_when_asked() -> No
         ("lost-two-days-ago", now - 2 * DAY, False),
     ):
         worker = replace(
-            registry.new(replace(REG, name=name), now=last_seen), last_seen=last_seen, gone=gone
+            registry.new(replace(REG, name=name), now=last_seen, secret_hash=""),
+            last_seen=last_seen,
+            gone=gone,
         )
         registry.add(worker, now_m=now_m if name == "live" else now_m - 2 * DAY)
         ids[name] = worker.id

@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from asphalt.errors import BadRequest, NotFound
-from asphalt.master import render
+from asphalt.master import auth, render
 from asphalt.master.http import SCHEDULER, read_json, reply
 from asphalt.master.inputs import parse_limit, parse_project, parse_task, whole
 from asphalt.master.scheduler import Scheduler
@@ -41,7 +41,8 @@ def _run(request: web.Request, task: Task) -> Run:
 
 @routes.get("/", name="projects")
 async def list_projects(request: web.Request) -> web.Response:
-    projects = request.app[SCHEDULER].store.projects()
+    who = auth.caller(request)
+    projects = [p for p in request.app[SCHEDULER].store.projects() if who.sees(p)]
     return reply({"projects": [p.view() for p in sorted(projects, key=lambda p: p.name)]})
 
 

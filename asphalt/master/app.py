@@ -1,31 +1,46 @@
-"""Wires the master together: store, scheduler, routes, middleware and background tasks."""
+"""Wires the master together: store, credentials, scheduler, the two guarded surfaces (the user
+API with its pages, and the worker protocol), middleware and background tasks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from asphalt import tls
 from asphalt.config import MasterConfig
-from asphalt.master import api, dispatch
+from asphalt.master import addresses, admin, api, auth, dispatch
+from asphalt.master.credentials import Credentials
 from asphalt.master.http import MAX_BODY, SCHEDULER, errors
 from asphalt.master.reaper import reap_forever
 from asphalt.master.scheduler import Scheduler
 from asphalt.master.store import Store
 from asphalt.web import app as pages
 
+SSL_CONTEXT = web.AppKey("ssl_context", ssl.SSLContext)
+
 
 def build_app(config: MasterConfig) -> web.Application:
     """The master's aiohttp application; the store opens now and closes on cleanup."""
     app = web.Application(middlewares=[errors], client_max_size=config.max_body)
     app[MAX_BODY] = config.max_body
+    fingerprint = _tls(app, config)
     store = Store(config.data_dir / "store", map_size=config.map_size)
-    scheduler = Scheduler(store, config)
-    app[SCHEDULER] = scheduler
-    app.add_routes(dispatch.routes)
+    app[auth.CREDENTIALS] = Credentials(store, config.data_dir, fingerprint=fingerprint)
+    app[auth.SETTINGS] = auth.Settings(
+        mode=auth.Mode(config.auth),
+        hosts=addresses.own_names(config),
+        tls=fingerprint is not None,
+    )
+    app[admin.WORKER_COMMAND] = addresses.worker_command(config)
+    app[SCHEDULER] = Scheduler(store, config)
+    auth.protect(app, "user")  # before the pages' middleware, which serves pages itself
+    dispatch.build(app)
     app.add_routes(api.routes)
+    app.add_routes(admin.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
@@ -33,9 +48,23 @@ def build_app(config: MasterConfig) -> web.Application:
     return app
 
 
+def _tls(app: web.Application, config: MasterConfig) -> str | None:
+    """Set up TLS if asked for; the certificate's fingerprint, which join tokens pin."""
+    if config.tls_cert is not None and config.tls_key is not None:
+        cert, key = config.tls_cert, config.tls_key
+    elif config.tls == "auto":
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        names = sorted(addresses.own_names(config))
+        cert, key = tls.self_signed(config.data_dir, names=names)
+    else:
+        return None
+    app[SSL_CONTEXT] = tls.server_context(cert, key)
+    return tls.fingerprint(cert)
+
+
 async def _flushed(request: web.Request, response: web.StreamResponse) -> None:
     """No answer leaves before the writes it may reflect are on disk (persist, then notify)."""
-    await request.app[SCHEDULER].store.flushed()
+    await request.config_dict[SCHEDULER].store.flushed()
 
 
 async def _closing(app: web.Application) -> None:

@@ -1,4 +1,8 @@
-"""The worker protocol's HTTP handlers: register, lease, heartbeat, output, finish."""
+"""The worker protocol's HTTP handlers: register, lease, heartbeat, output, finish.
+
+They form the `/_worker` sub-application, whose guard (asphalt.master.auth) lets only the join
+token register and only a worker's own credential make its other calls.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from aiohttp import web
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
+from asphalt.master import auth
+from asphalt.master.credentials import Credentials
 from asphalt.master.http import SCHEDULER, read_body, read_json, reply
 from asphalt.master.inputs import whole
 from asphalt.model import Worker
@@ -14,8 +20,23 @@ from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
 routes = web.RouteTableDef()
 
 
+def build(parent: web.Application) -> web.Application:
+    """The worker protocol as a sub-application of `parent`, mounted at /_worker."""
+    app = web.Application()
+    app.router.add_routes(
+        [
+            web.RouteDef(r.method, r.path.removeprefix(protocol.PREFIX), r.handler, r.kwargs)
+            for r in routes
+            if isinstance(r, web.RouteDef)
+        ]
+    )
+    auth.protect(app, "worker")
+    parent.add_subapp(protocol.PREFIX, app)
+    return app
+
+
 def _worker(request: web.Request) -> Worker:
-    return request.app[SCHEDULER].worker(request.match_info["worker"])
+    return request.config_dict[SCHEDULER].worker(request.match_info["worker"])
 
 
 def _connected(request: web.Request) -> bool:
@@ -29,13 +50,16 @@ def _int_query(request: web.Request, name: str) -> int:
     return int(raw)
 
 
-@routes.post(protocol.REGISTER)
+@routes.post(protocol.REGISTER, name="register")
 async def register(request: web.Request) -> web.Response:
-    scheduler = request.app[SCHEDULER]
-    worker = scheduler.register(Registration.parse(await read_json(request)))
+    scheduler = request.config_dict[SCHEDULER]
+    reg = Registration.parse(await read_json(request))
+    secret, secret_hash = Credentials.worker_secret()
+    worker = scheduler.register(reg, secret_hash)
     config = scheduler.config
     welcome = Welcome(
         worker=worker.id,
+        secret=secret,
         poll_hold_s=config.poll_hold_s,
         heartbeat_s=config.heartbeat_s,
         lease_s=config.lease_s,
@@ -43,37 +67,37 @@ async def register(request: web.Request) -> web.Response:
     return reply(to_json(welcome), 201)
 
 
-@routes.post(protocol.LEASE)
+@routes.post(protocol.LEASE, name="lease")
 async def lease(request: web.Request) -> web.Response:
     worker = _worker(request)
-    found = await request.app[SCHEDULER].lease(worker, lambda: _connected(request))
+    found = await request.config_dict[SCHEDULER].lease(worker, lambda: _connected(request))
     if found is None:
         return web.Response(status=204)
     return reply(to_json(found))
 
 
-@routes.post(protocol.HEARTBEAT)
+@routes.post(protocol.HEARTBEAT, name="heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
     worker = _worker(request)
     beat = Heartbeat.parse(await read_json(request))
-    return reply(to_json(await request.app[SCHEDULER].heartbeat(worker, beat)))
+    return reply(to_json(await request.config_dict[SCHEDULER].heartbeat(worker, beat)))
 
 
-@routes.post(protocol.OUTPUT)
+@routes.post(protocol.OUTPUT, name="output")
 async def output(request: web.Request) -> web.Response:
     worker = _worker(request)
     attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
     data = await read_body(request)
     job = request.match_info["job"]
-    received = request.app[SCHEDULER].output(worker, job, attempt, offset, data)
+    received = request.config_dict[SCHEDULER].output(worker, job, attempt, offset, data)
     return reply({"received": received})
 
 
-@routes.post(protocol.FINISH)
+@routes.post(protocol.FINISH, name="finish")
 async def finish(request: web.Request) -> web.Response:
     worker = _worker(request)
     fin = Finish.parse(await read_json(request))
-    scheduler = request.app[SCHEDULER]
+    scheduler = request.config_dict[SCHEDULER]
     job = scheduler.finish(worker, request.match_info["job"], fin)
     answer: dict[str, object] = {"state": job.state}
     if fin.next:
@@ -85,15 +109,15 @@ async def finish(request: web.Request) -> web.Response:
     return reply(answer)
 
 
-@routes.post(protocol.RELEASE)
+@routes.post(protocol.RELEASE, name="release")
 async def release(request: web.Request) -> web.Response:
     worker = _worker(request)
     attempt = protocol.parse_attempt(await read_json(request))
-    job = request.app[SCHEDULER].release(worker, request.match_info["job"], attempt)
+    job = request.config_dict[SCHEDULER].release(worker, request.match_info["job"], attempt)
     return reply({"state": job.state})
 
 
-@routes.post(protocol.DEREGISTER)
+@routes.post(protocol.DEREGISTER, name="deregister")
 async def deregister(request: web.Request) -> web.Response:
-    request.app[SCHEDULER].deregister(_worker(request))
+    request.config_dict[SCHEDULER].deregister(_worker(request))
     return reply({"ok": True})

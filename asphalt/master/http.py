@@ -19,6 +19,13 @@ _log = log.get("asphalt.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def wants_html(request: web.Request) -> bool:
+    """Whether the client prefers a page to JSON (browsers do; curl sends */*)."""
+    accept = request.headers.get("Accept", "")
+    html, json = accept.find("text/html"), accept.find("application/json")
+    return html >= 0 and (json < 0 or html < json)
+
+
 def dumps(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
@@ -30,14 +37,14 @@ def reply(body: Any, status: int = 200) -> web.Response:
 async def read_body(request: web.Request) -> bytes:
     """The whole body, within the size limit (413) and the time it may take to arrive (408)."""
     # aiohttp waits for a stalled body forever; a client that stops sending gets 408 instead.
-    limit_s = request.app.get(BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S)
+    limit_s = request.config_dict.get(BODY_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S)
     try:
         if request.content.is_eof():  # all of it came with the headers: nothing to wait for
             return await request.read()
         async with asyncio.timeout(limit_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as e:
-        limit = request.app[MAX_BODY]
+        limit = request.config_dict[MAX_BODY]
         raise TooLarge(f"the request body is over the limit of {limit} bytes") from e
     except TimeoutError as e:
         raise web.HTTPRequestTimeout(
@@ -77,6 +84,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except AsphaltError as e:
         response = reply(e.to_json(), e.status)
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="asphalt"'
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -86,7 +95,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         elif e.status == 405:
             message = f"{request.method} is not allowed on {request.path}"
         elif e.status == 413:
-            message = f"the request body is over the limit of {request.app[MAX_BODY]} bytes"
+            message = f"the request body is over the limit of {request.config_dict[MAX_BODY]} bytes"
         response = reply({"error": message}, e.status)
         if e.status == 408:  # the rest of that body may still come; it is not a new request
             response.force_close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asphalt.errors import BadRequest
-from asphalt.model import JobInput, Role
+from asphalt.model import JobInput, Role, Scope
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -219,3 +219,41 @@ def parse_limit(raw: str | None, *, default: int = 50, most: int = 500) -> int:
     if not whole(raw) or not 1 <= int(raw) <= most:
         raise BadRequest(f"limit must be a whole number from 1 to {most}", field="limit")
     return int(raw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInput:
+    name: str
+    scope: Scope
+    projects: tuple[str, ...]
+
+
+TOKEN_SCOPES = (Scope.READ, Scope.SUBMIT, Scope.ADMIN)
+
+
+def parse_token(body: Any) -> TokenInput:
+    body = _object(body, "")
+    _unknown(body, ("name", "scope", "projects"), "")
+    if "name" not in body:
+        raise BadRequest('name is required, e.g. {"name": "ci", "scope": "submit"}', field="name")
+    scope = body.get("scope", "read")
+    if scope not in TOKEN_SCOPES:
+        raise BadRequest(
+            f"scope must be one of {', '.join(TOKEN_SCOPES)} (read may GET; submit may also "
+            "create tasks, rerun and cancel; admin may do everything)",
+            field="scope",
+        )
+    projects = body.get("projects", [])
+    if not isinstance(projects, list) or not all(
+        isinstance(p, str) and NAME_RE.fullmatch(p) for p in projects
+    ):
+        raise BadRequest(
+            'projects must be a list of project names or ids, e.g. ["web"]; leave it out for '
+            "every project",
+            field="projects",
+        )
+    return TokenInput(
+        name=_name(body["name"], "name"),
+        scope=Scope(scope),
+        projects=tuple(dict.fromkeys(projects)),
+    )

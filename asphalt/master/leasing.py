@@ -74,12 +74,31 @@ class Leasing:
         self.signals.notify(f"job:{job.id}")
         return job
 
-    def register(self, reg: Registration) -> Worker:
-        worker = self.registry.new(reg, now=self.now())
+    def register(self, reg: Registration, secret_hash: str) -> Worker:
+        """A new worker, whose credential is the secret behind `secret_hash`."""
+        worker = self.registry.new(reg, now=self.now(), secret_hash=secret_hash)
         self.store.save_worker(worker)
         self.registry.add(worker, now_m=self.now_m())
         _log.info("worker_registered", worker=worker.id, name=worker.name, types=worker.types)
         return worker
+
+    def revoke(self, worker_id: str) -> Worker:
+        """Cut a worker off: its credential is refused from now on and its jobs run elsewhere
+        (handed back as a stopping worker's are, so no retry is used up)."""
+        worker = self.registry.record(worker_id)
+        if worker is None:
+            raise NotFound(f"no worker {worker_id!r}; list them with GET /workers", field="worker")
+        revoked = replace(worker, revoked=True, last_seen=self.now())
+        self.store.save_worker(revoked)
+        self.registry.update(revoked)
+        self.queues.close(worker.id)
+        why = f"its worker {worker.name} was revoked"
+        for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
+            if job.state is JobState.RUNNING and job.worker == worker.id:
+                self._hand_back(job, why)
+        self.signals.notify(f"worker:{worker.id}")
+        _log.warning("worker_revoked", worker=worker.id, name=worker.name)
+        return revoked
 
     def worker(self, worker_id: str) -> Worker:
         worker = self.registry.get(worker_id)
@@ -252,16 +271,18 @@ class Leasing:
         job = self.job(job_id)
         if job.worker != worker.id or job.attempt != attempt or job.state is not JobState.RUNNING:
             raise Conflict(f"attempt {attempt} of job {job_id} is not leased to this worker")
-        now = self.now()
+        _log.info("job_released", job=job.id, worker=worker.id, attempt=attempt)
+        return self._hand_back(job, f"handed back by worker {worker.name} as it stopped")
+
+    def _hand_back(self, job: Job, why: str) -> Job:
+        """Queue a running job again, its attempt kept as lost but no retry counted."""
         if job.cancel_requested:
-            ended = job.to(JobState.CANCELLED, ended_at=now, reason="cancelled by request")
+            ended = job.to(JobState.CANCELLED, ended_at=self.now(), reason="cancelled by request")
             self._end(ended)
             return ended
-        why = f"handed back by worker {worker.name} as it stopped"
-        back = job.to(JobState.LOST, ended_at=now, reason=why).requeued()
+        back = job.to(JobState.LOST, ended_at=self.now(), reason=why).requeued()
         self.store.save(jobs=[back])
         self._drop_lease(job)
-        _log.info("job_released", job=job.id, worker=worker.id, attempt=attempt)
         self.signals.notify(f"job:{job.id}")
         self._enqueue(back)
         return back

@@ -82,9 +82,13 @@ class Queues:
         found = self._reactions.pop(job_id, None) or self._main.pop(job_id, None)
         return found is not None
 
-    def close(self) -> None:
-        """Answer every waiting long-poll with nothing, for a master that is stopping."""
+    def close(self, worker_id: str | None = None) -> None:
+        """Answer waiting long-polls with nothing: every one (the master is stopping), or those
+        of one worker (it was revoked)."""
+        keep = []
         for waiter in self._waiters:
-            if not waiter.future.done():
+            if worker_id is not None and waiter.worker.id != worker_id:
+                keep.append(waiter)
+            elif not waiter.future.done():
                 waiter.future.cancel()
-        self._waiters.clear()
+        self._waiters = keep

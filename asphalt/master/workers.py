@@ -22,9 +22,10 @@ class Registry:
         self._seen_m = {w.id: now_m for w in self._workers.values() if not w.gone}
         self.running: dict[str, set[str]] = {w: set() for w in self._workers}
 
-    def new(self, reg: Registration, *, now: float) -> Worker:
+    def new(self, reg: Registration, *, now: float, secret_hash: str) -> Worker:
         """A record for a worker registering now; `add` it once it is stored."""
         return Worker(
+            secret_hash=secret_hash,
             id=new_id(8),
             name=reg.name,
             host=reg.host,
@@ -44,7 +45,11 @@ class Registry:
 
     def get(self, worker_id: str) -> Worker | None:
         worker = self._workers.get(worker_id)
-        return None if worker is None or worker.gone else worker
+        return None if worker is None or worker.gone or worker.revoked else worker
+
+    def record(self, worker_id: str) -> Worker | None:
+        """Any worker ever registered, gone and revoked ones too."""
+        return self._workers.get(worker_id)
 
     def name(self, worker_id: str) -> str | None:
         """The name of any worker ever registered, gone ones too."""
@@ -63,12 +68,16 @@ class Registry:
 
     def live(self, worker: Worker, now_m: float) -> bool:
         seen = self._seen_m.get(worker.id)
-        return not worker.gone and seen is not None and now_m - seen <= self.lease_s
+        if worker.gone or worker.revoked or seen is None:
+            return False
+        return now_m - seen <= self.lease_s
 
     def live_workers(self, now_m: float) -> list[Worker]:
         return [w for w in self._workers.values() if self.live(w, now_m)]
 
     def state(self, worker: Worker, now_m: float) -> str:
+        if worker.revoked:
+            return "revoked"
         if worker.gone:
             return "gone"
         if not self.live(worker, now_m):

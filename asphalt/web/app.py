@@ -9,18 +9,12 @@ import jinja2
 from aiohttp import web
 
 from asphalt.errors import AsphaltError
-from asphalt.master.http import Handler
-from asphalt.web import format, forms, guard
+from asphalt.master import auth
+from asphalt.master.http import Handler, wants_html
+from asphalt.web import format, forms, guard, login
 from asphalt.web.pages import PAGES
 
 HERE = Path(__file__).parent
-
-
-def wants_html(request: web.Request) -> bool:
-    """Whether the client prefers a page to JSON (browsers do; curl sends */*)."""
-    accept = request.headers.get("Accept", "")
-    html, json = accept.find("text/html"), accept.find("application/json")
-    return html >= 0 and (json < 0 or html < json)
 
 
 @web.middleware
@@ -67,4 +61,26 @@ def setup(app: web.Application) -> None:
     env.globals["ENDED"] = format.ENDED
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
+    app.add_routes(login.routes)
+    app[auth.LOGIN_PAGE] = login.page
     app.middlewares.append(negotiate)
+    app.on_response_prepare.append(_security_headers)
+
+
+# Scripts and styles come only from this master's own files; nothing may frame a page.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)

@@ -10,11 +10,14 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from asphalt.errors import AsphaltError, BadRequest
+from asphalt.master import admin, auth
 from asphalt.master.http import SCHEDULER, read_body
-from asphalt.master.inputs import parse_project, parse_task
+from asphalt.master.inputs import parse_project, parse_task, parse_token
 from asphalt.web import guard, pages
 
-FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[str]]
+# A form's action answers with where to go next, or with a page of its own (one that shows a
+# secret once cannot be a redirect).
+FormHandler = Callable[[web.Request, MultiDictProxy[str]], Awaitable[str | web.StreamResponse]]
 
 
 def is_form(request: web.Request) -> bool:
@@ -37,10 +40,14 @@ async def handle(request: web.Request, action: FormHandler) -> web.StreamRespons
     try:
         target = await action(request, fields)  # type: ignore[arg-type]
     except AsphaltError as e:
+        typed = {k: str(v) for k, v in fields.items() if k != guard.FIELD}
         if action is create_task:  # show the form again with what was typed, and why not
-            typed = {k: str(v) for k, v in fields.items() if k != guard.FIELD}
             return await pages.project(request, form=typed, error=e.message)
+        if action is create_token:
+            return await pages.tokens(request, form=typed, error=e.message)
         raise web.HTTPSeeOther(_with_error(request, back, e.message)) from e
+    if isinstance(target, web.StreamResponse):
+        return target
     raise web.HTTPSeeOther(target)
 
 
@@ -116,6 +123,34 @@ async def rerun_job(request: web.Request, form: MultiDictProxy[str]) -> str:
     return f"/jobs/{job.id}"
 
 
+async def create_token(request: web.Request, form: MultiDictProxy[str]) -> web.StreamResponse:
+    projects = [p.strip() for p in form.get("projects", "").split(",") if p.strip()]
+    given = parse_token(
+        {
+            "name": form.get("name", "").strip(),
+            "scope": form.get("scope", "read"),
+            "projects": projects,
+        }
+    )
+    token, secret = request.app[auth.CREDENTIALS].create(given.name, given.scope, given.projects)
+    return await pages.tokens(request, made={**token.view(), "token": secret})
+
+
+async def revoke_token(request: web.Request, form: MultiDictProxy[str]) -> str:
+    request.app[auth.CREDENTIALS].revoke(request.match_info["token"])
+    return "/tokens"
+
+
+async def revoke_worker(request: web.Request, form: MultiDictProxy[str]) -> str:
+    request.app[SCHEDULER].revoke(request.match_info["worker"])
+    return "/workers"
+
+
+async def join_token(request: web.Request, form: MultiDictProxy[str]) -> web.StreamResponse:
+    token = request.app[auth.CREDENTIALS].rotate_join()
+    return await pages.workers(request, join={"command": admin.join_command(request, token)})
+
+
 # Route names of the API whose POST a page's form may send.
 FORMS: dict[str, FormHandler] = {
     "create_project": create_project,
@@ -123,4 +158,8 @@ FORMS: dict[str, FormHandler] = {
     "rerun_task": rerun_task,
     "cancel_task": cancel_task,
     "rerun_job": rerun_job,
+    "create_token": create_token,
+    "revoke_token_post": revoke_token,
+    "revoke_worker": revoke_worker,
+    "join_token": join_token,
 }

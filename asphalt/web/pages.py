@@ -8,11 +8,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from asphalt.master import render
+from asphalt.master import admin as admin_api
+from asphalt.master import auth, render
 from asphalt.master.http import SCHEDULER
 from asphalt.master.inputs import parse_limit, whole
 from asphalt.master.scheduler import Scheduler
-from asphalt.model import JobState
+from asphalt.model import JobState, Scope
 from asphalt.web import guard
 from asphalt.web.format import strip_ansi
 
@@ -29,6 +30,10 @@ def _page(
     context.setdefault("error", guard.banner(request))
     context.setdefault("form", {})
     context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
+    who = auth.caller(request)
+    context["admin"] = who.may(Scope.ADMIN)
+    context["signed_in"] = who.via == "session"
+    context["auth_off"] = request.config_dict[auth.SETTINGS].mode is auth.Mode.OFF
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
     guard.remember(request, response)
@@ -44,7 +49,10 @@ async def dashboard(request: web.Request) -> web.Response:
     projects: list[dict[str, Any]] = []
     failed = 0
     since = time.time() - RECENT_S
+    who = auth.caller(request)
     for project in sorted(scheduler.store.projects(), key=lambda p: p.name):
+        if not who.sees(project):
+            continue
         tasks = scheduler.store.tasks(project.id, limit=5)
         views = [render.task_view(scheduler, project, t, t.current, output=False) for t in tasks]
         failed += sum(
@@ -161,10 +169,33 @@ async def job(request: web.Request) -> web.Response:
     return _page(request, "job.html", context)
 
 
-async def workers(request: web.Request) -> web.Response:
+async def workers(request: web.Request, *, join: dict[str, str] | None = None) -> web.Response:
+    """The workers; after a new join token was made, with the command that uses it (once)."""
     scheduler = request.app[SCHEDULER]
     views = scheduler.registry.views(scheduler.now_m(), now=scheduler.now())
-    return _page(request, "workers.html", {"workers": views, "live": True, "title": "Workers"})
+    context = {
+        "workers": views,
+        "live": join is None,  # a page that shows a secret once does not reload itself
+        "title": "Workers",
+        "command": request.config_dict[admin_api.WORKER_COMMAND],
+        "join": join,
+    }
+    return _page(request, "workers.html", context)
+
+
+async def tokens(
+    request: web.Request,
+    *,
+    made: dict[str, Any] | None = None,
+    form: dict[str, str] | None = None,
+    error: str | None = None,
+) -> web.Response:
+    """The tokens; after one was made, with its secret (shown this once)."""
+    listed = [t.view() for t in request.config_dict[auth.CREDENTIALS].listed()]
+    context: dict[str, Any] = {"tokens": listed, "made": made, "title": "Tokens"}
+    if error is not None:
+        context |= {"error": error, "form": form or {}}
+    return _page(request, "tokens.html", context, status=400 if error else 200)
 
 
 # Route names of the API (asphalt/master/api.py) whose GET a browser sees as a page.
@@ -174,4 +205,5 @@ PAGES = {
     "task": task,
     "job": job,
     "workers": workers,
+    "tokens": tokens,
 }

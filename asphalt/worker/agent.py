@@ -7,9 +7,10 @@ import contextlib
 
 from asphalt import __version__, log
 from asphalt.config import WorkerConfig
+from asphalt.errors import Unauthorized
 from asphalt.protocol import Lease, Registration
 from asphalt.worker import leftovers
-from asphalt.worker.client import MasterClient, MasterError, UnknownWorker
+from asphalt.worker.client import MasterClient, MasterError, Refused, UnknownWorker
 from asphalt.worker.runner import Runner, RunningJob, backoff
 from asphalt.worker.runtimes.base import Runtime
 
@@ -36,7 +37,11 @@ class Agent:
         self._draining.set()
 
     async def run(self) -> None:
-        """Work until drained (or cancelled); then leave the master if it can be reached."""
+        """Work until drained (or cancelled); then leave the master if it can be reached.
+
+        A master that refuses this worker's credential (revoked, or a wrong join token) ends
+        the run at once, its jobs stopped: it raises Unauthorized with the master's words.
+        """
         claims: list[leftovers.Claim] = []
         self._claims = claims
         await leftovers.reap(self.config.state_dir, list(self.runtimes.values()))
@@ -47,6 +52,14 @@ class Agent:
                 await self._poll(group)
                 await self._finish_or_hand_back()
                 beats.cancel()
+        except ExceptionGroup as errors:
+            refused = errors.subgroup(Refused)
+            if refused is None:
+                raise
+            self.worker_id = ""  # its credential is dead: there is nobody to deregister
+            message = str(refused.exceptions[0])
+            _log.error("worker_refused", error=message)
+            raise Unauthorized(message) from None
         finally:
             if self.worker_id:
                 with contextlib.suppress(MasterError):
@@ -71,6 +84,8 @@ class Agent:
             try:
                 welcome = await self.client.register(reg)
                 break
+            except Refused:
+                raise
             except MasterError as e:
                 url = self.client.base_url
                 _log.warning("register_failed", master=url, error=str(e), retry_s=backoff(attempt))
@@ -104,6 +119,9 @@ class Agent:
                     self._slots.release()
                     await self._register()
                     continue
+                except Refused:
+                    self._slots.release()
+                    raise
                 except MasterError as e:
                     self._slots.release()
                     _log.warning("lease_failed", error=str(e), retry_s=backoff(failures))
@@ -173,6 +191,8 @@ class Agent:
             except UnknownWorker:
                 await asyncio.sleep(1.0)
                 continue
+            except Refused:
+                raise
             except MasterError as e:
                 failures += 1
                 _log.warning("heartbeat_failed", error=str(e))

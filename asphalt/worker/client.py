@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from asphalt import protocol
-from asphalt.protocol import HeartbeatReply, Lease, Registration, Welcome
+from asphalt.protocol import HeartbeatReply, Lease, Registration, Welcome, parse_join
 
 
 class MasterError(Exception):
@@ -27,11 +27,36 @@ class Stale(MasterError):
     """The master no longer leases this attempt to this worker (409)."""
 
 
+class Refused(MasterError):
+    """The master refused this worker's credential (401), or is not the master the join token
+    pins; trying again will not help, a person has to act (the message says how)."""
+
+
+def pin_of(join: str | None) -> str | None:
+    """The certificate fingerprint a join token pins, if it pins one."""
+    parsed = parse_join(join) if join else None
+    return parsed[1] if parsed else None
+
+
 class MasterClient:
-    def __init__(self, base_url: str, *, poll_hold_s: float = 25.0) -> None:
+    def __init__(
+        self, base_url: str, *, join: str | None = None, poll_hold_s: float = 25.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.poll_hold_s = poll_hold_s
+        self._join = join
+        self._secret: str | None = None  # this worker's own credential, from its registration
+        pin = pin_of(join)
+        if pin is not None and not self.base_url.startswith("https://"):
+            raise ValueError("the join token pins a TLS certificate: give the master as https://")
+        self._ssl: aiohttp.Fingerprint | bool = (
+            aiohttp.Fingerprint(bytes.fromhex(pin)) if pin else True
+        )
         self._session: aiohttp.ClientSession | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries this worker's credential (empty before it registers)."""
+        return {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
 
     async def __aenter__(self) -> MasterClient:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10))
@@ -49,22 +74,37 @@ class MasterClient:
         data: bytes | None = None,
         timeout_s: float = 30.0,
         params: dict[str, str] | None = None,
+        credential: str | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "use MasterClient as an async context manager"
+        headers = self.auth_headers()
+        if credential is not None:
+            headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         try:
             async with self._session.post(
                 self.base_url + path,
                 json=json,
                 data=data,
                 params=params,
+                headers=headers,
+                ssl=self._ssl,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as response:
                 body = await response.json() if response.status not in (204,) else None
                 status = response.status
+        except aiohttp.ServerFingerprintMismatch as e:
+            raise Refused(
+                f"the master at {self.base_url} is not the one the join token pins: its TLS "
+                f"certificate has SHA-256 {e.got.hex()}, the token expects {e.expected.hex()}; "
+                "get the join token from that master again"
+            ) from e
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise Unreachable(f"{path}: {e!r}") from e
         if status >= 500:
             raise Unreachable(f"{path}: HTTP {status}: {body}")
+        if status == 401:
+            error = body.get("error") if isinstance(body, dict) else None
+            raise Refused(str(error or body))
         if status == 404:
             raise UnknownWorker(str(body))
         if status == 409:
@@ -74,8 +114,11 @@ class MasterClient:
         return status, body
 
     async def register(self, reg: Registration) -> Welcome:
-        _, body = await self._call(protocol.REGISTER, json=asdict(reg))
-        return Welcome(**body)
+        """Join with the join token; later calls carry the credential the master answers with."""
+        _, body = await self._call(protocol.REGISTER, json=asdict(reg), credential=self._join or "")
+        welcome = Welcome(**body)
+        self._secret = welcome.secret
+        return welcome
 
     async def lease(self, worker: str) -> Lease | None:
         path = protocol.LEASE.format(worker=worker)

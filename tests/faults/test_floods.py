@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from harness import CONFIG, REG, Http, Proc, free_port, start_master, wait_until
+from harness import CONFIG, REG, Http, Proc, free_port, join_token, start_master, wait_until
 
 from asphalt.master.app import build_app
 from asphalt.master.http import BODY_TIMEOUT_S
@@ -300,13 +300,16 @@ async def test_a_body_that_stops_arriving_gets_408_and_connection_close(
     try:
         async with aiohttp.ClientSession() as session:
             url = str(server.make_url("/_worker/register"))
-            async with session.post(url, json=to_json(REG)) as r:
+            join = {"Authorization": f"Bearer {join_token(tmp_path / 'data')}"}
+            async with session.post(url, json=to_json(REG), headers=join) as r:
                 assert r.status == 201
-                worker = (await r.json())["worker"]
-        head = f"POST {path.format(worker=worker)} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                welcome = await r.json()
+        head = f"POST {path.format(worker=welcome['worker'])} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if path.startswith("/_worker/"):  # the user API on loopback needs no token
+            head += f"Authorization: Bearer {welcome['secret']}\r\n"
         if content_type:
-            head += f"Content-Type: {content_type}\r\n".encode()
-        answer, body = await _stall_then_read_answer(server.port or 0, head)
+            head += f"Content-Type: {content_type}\r\n"
+        answer, body = await _stall_then_read_answer(server.port or 0, head.encode())
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"connection: close" in answer.lower(), answer
         assert b'"error":"the request body did not arrive within 0.5 s' in body, body

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from harness import Http, Proc, free_port, start_master
+from harness import Http, Proc, free_port, join_token, start_master
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +35,8 @@ class Target:
     task: str  # task "t" in it, never run
     job: str  # its main job
     worker: str  # a registered worker that polls for nothing
+    credential: dict[str, str]  # the Authorization header of that worker
+    join: dict[str, str]  # the Authorization header with the join token
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             "slots": 1,
             "version": "fuzz",
         }
-        worker = http.post("/_worker/register", registration)["worker"]
-        yield Target(proc, http, port, project["id"], "t", task["jobs"]["main"]["id"], worker)
+        join = {"Authorization": f"Bearer {join_token(data)}"}
+        status, welcome = http.call("POST", "/_worker/register", registration, headers=join)
+        assert status == 201, welcome
+        credential = {"Authorization": f"Bearer {welcome['secret']}"}
+        job = task["jobs"]["main"]["id"]
+        yield Target(proc, http, port, project["id"], "t", job, welcome["worker"], credential, join)
     finally:
         proc.stop()
 
@@ -482,6 +488,9 @@ def test_worker_protocol_calls_with_garbage_never_err(target: Target, data: st.D
             f"/_worker/{worker}/jobs/{job}/release",
             data.draw(st.one_of(st.fixed_dictionaries({"attempt": numbers}).map(encode), bodies)),
         )
-    status, answer = send(target, "POST", path, body)
+    # With the worker's credential (the join token to register), so the garbage gets past the
+    # guard and reaches the handlers it is meant to shake.
+    headers = target.join if kind == "register" else target.credential
+    status, answer = send(target, "POST", path, body, headers)
     check(target, status, answer, (path, body))
     assert target.http.get(f"/jobs/{target.job}")["worker"] is None, "garbage leased a job"

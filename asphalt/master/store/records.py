@@ -8,7 +8,19 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from asphalt.model import Attempt, Job, JobInput, JobState, Project, Role, Run, Task, Worker
+from asphalt.model import (
+    Attempt,
+    Job,
+    JobInput,
+    JobState,
+    Project,
+    Role,
+    Run,
+    Scope,
+    Task,
+    Token,
+    Worker,
+)
 
 R = TypeVar("R")
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -70,6 +82,13 @@ def worker(raw: bytes) -> Worker:
     d["types"] = tuple(d["types"])
     d["runtimes"] = tuple(d["runtimes"])
     return Worker(**d)
+
+
+def token(raw: bytes) -> Token:
+    d = _unpack(raw)
+    d["scope"] = Scope(d["scope"])
+    d["projects"] = tuple(d["projects"])
+    return Token(**d)
 
 
 class Decoded(Generic[R]):

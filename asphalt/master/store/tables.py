@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from asphalt.errors import Conflict, Unavailable
 from asphalt.master.store import records
 from asphalt.master.store.batch import Batches, open_env
-from asphalt.model import Job, Project, Task, Worker
+from asphalt.model import Job, Project, Task, Token, Worker
 
 if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn
@@ -28,6 +28,7 @@ _DBS = (
     "outmeta",
     "workers",
     "idem",  # Idempotency-Key -> what the first request made
+    "tokens",  # API tokens, the join token and browser sessions: hashes, never secrets
 )
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
 
@@ -292,3 +293,19 @@ class Store:
     def workers(self) -> list[Worker]:
         with self._reading() as txn:
             return [records.worker(raw) for _, raw in txn.cursor(db=self._db["workers"])]
+
+    # credentials
+
+    def save_token(self, token: Token) -> None:
+        self._write(lambda txn: self._put(txn, "tokens", token.id.encode(), records.pack(token)))
+
+    def delete_tokens(self, ids: Sequence[str]) -> None:
+        def fn(txn: Txn) -> None:
+            for token_id in ids:
+                self._delete(txn, "tokens", token_id.encode())
+
+        self._write(fn)
+
+    def tokens(self) -> list[Token]:
+        with self._reading() as txn:
+            return [records.token(raw) for _, raw in txn.cursor(db=self._db["tokens"])]

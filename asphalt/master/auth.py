@@ -1,0 +1,250 @@
+"""Who may call the master: the one place that decides, for each of its two surfaces.
+
+The user surface (API and pages) takes a bearer token, a browser session, or trust in a request
+made on the master's own box; the worker surface (`/_worker`) takes the join token to register
+and then only the worker's own credential. Each app gets its guard from `protect`, and a guard
+decides for the routes of its own app only, so no route can opt out by itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiohttp import web
+
+from asphalt.errors import Forbidden, NotFound, Unauthorized
+from asphalt.master.credentials import Credentials
+from asphalt.master.http import SCHEDULER, Handler, wants_html
+from asphalt.model import Project, Scope, Token
+
+SESSION_COOKIE = "asphalt_session"
+FORWARDING = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+# Routes anyone may reach: the login page needs them (the rest of the page is static files).
+OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static"})
+# Writes a `submit` token may make in its projects; every other write needs `admin`.
+SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job"})
+# Reads that need `admin`: the tokens themselves.
+ADMIN_READS = frozenset({"tokens"})
+_RANK = {Scope.READ: 0, Scope.SUBMIT: 1, Scope.ADMIN: 2}
+
+NO_TOKEN = (
+    "this needs a token: send Authorization: Bearer TOKEN (the master keeps an admin token in "
+    "admin.token in its data directory; make scoped ones with POST /tokens)"
+)
+BAD_TOKEN = "the token sent is not valid (it may have been revoked); send a current one"
+NO_JOIN = (
+    "registering a worker needs the join token: start the worker with -join TOKEN "
+    "(or ASPHALT_JOIN); the master printed it at start and keeps it in join.token"
+)
+BAD_JOIN = (
+    "the join token is not valid (a new one may have been made with POST /workers/join-token); "
+    "start the worker with the master's current join token"
+)
+BAD_WORKER = "this worker's credential is not valid; start the worker again with -join TOKEN"
+REVOKED = (
+    "an admin revoked this worker's credential; to bring it back, start it again with "
+    "-join and the master's join token"
+)
+
+
+class Mode(StrEnum):
+    LOCAL = "local"  # requests made on the master's own box need no token
+    ALWAYS = "always"  # every request needs one
+    OFF = "off"  # nobody needs one: trusted labs only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    mode: Mode = Mode.LOCAL
+    hosts: frozenset[str] = frozenset()  # names a Host may give beside loopback (rebinding)
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    """Who made a request, as the guard found: by what means, and what they may do."""
+
+    via: str  # "token", "session", "loopback" or "off"
+    scope: Scope
+    projects: tuple[str, ...] = ()
+    token: str | None = None  # the token's id
+
+    def may(self, need: Scope) -> bool:
+        return _RANK[self.scope] >= _RANK[need]
+
+    def sees(self, project: Project) -> bool:
+        return not self.projects or bool({project.id, project.name} & set(self.projects))
+
+
+CREDENTIALS = web.AppKey("credentials", Credentials)
+SETTINGS = web.AppKey("auth_settings", Settings)
+LoginPage = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LOGIN_PAGE: web.AppKey[LoginPage] = web.AppKey("login_page")
+_CALLER = web.RequestKey("caller", Caller)
+_ADMIN = Caller(via="off", scope=Scope.ADMIN)
+
+
+def caller(request: web.Request) -> Caller:
+    """Who made this request (set by the guard before any handler runs)."""
+    found = request.get(_CALLER)
+    if found is None:
+        raise Unauthorized()  # never reached through a guarded app; refuse if it is
+    return found
+
+
+def protect(app: web.Application, surface: str) -> None:
+    """Give `app` the guard of its surface ("user" or "worker")."""
+    guard = _user_guard if surface == "user" else _worker_guard
+
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.apps and request.match_info.apps[-1] is not app:
+            return await handler(request)  # a route of a sub-application: its own guard decides
+        return await guard(request, handler)
+
+    app.middlewares.append(guarded)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def host_name(request: web.Request) -> str:
+    """The name in the request's Host, without port or brackets, in lower case."""
+    host = (request.headers.get("Host") or "").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
+def _is_loopback(address: object) -> bool:
+    if not isinstance(address, tuple) or not address:
+        return False
+    try:
+        return ipaddress.ip_address(str(address[0]).partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def from_this_box(request: web.Request) -> bool:
+    """Made on the loopback interface, naming loopback, with nothing forwarded through a proxy."""
+    transport = request.transport
+    if transport is None or any(h in request.headers for h in FORWARDING):
+        return False
+    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+    return _is_loopback(peer) and _is_loopback(local) and host_name(request) in LOOPBACK_NAMES
+
+
+def _host_allowed(request: web.Request, settings: Settings) -> bool:
+    """Whether the Host names this master (not a name an attacker pointed at it: rebinding)."""
+    name = host_name(request)
+    if name in LOOPBACK_NAMES or name in settings.hosts:
+        return True
+    transport = request.transport
+    local = transport.get_extra_info("sockname") if transport is not None else None
+    # The address the request reached is one of this master's own interface addresses.
+    return isinstance(local, tuple) and bool(local) and name == str(local[0]).lower()
+
+
+def _identify(request: web.Request) -> Caller:
+    credentials, settings = request.config_dict[CREDENTIALS], request.config_dict[SETTINGS]
+    presented = _bearer(request)
+    if presented is not None:
+        token = credentials.api(presented)
+        if token is None:
+            raise Unauthorized(BAD_TOKEN)
+        return _from_token(token, "token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        token = credentials.session(cookie)
+        if token is not None:
+            if not _host_allowed(request, settings):
+                raise Forbidden(_foreign_host(request))
+            return _from_token(token, "session")
+    if settings.mode is Mode.OFF:
+        return _ADMIN
+    if settings.mode is Mode.LOCAL and from_this_box(request):
+        return Caller(via="loopback", scope=Scope.ADMIN)
+    raise Unauthorized(NO_TOKEN)
+
+
+def _foreign_host(request: web.Request) -> str:
+    return (
+        f"Host {host_name(request)!r} does not name this master; open it by its own name, or "
+        "start the master with -allow-host NAME (or -public-url URL)"
+    )
+
+
+def _from_token(token: Token, via: str) -> Caller:
+    return Caller(via=via, scope=token.scope, projects=token.projects, token=token.id)
+
+
+def required(request: web.Request) -> Scope:
+    """The scope a request needs, by its route: unknown routes need the most."""
+    route = request.match_info.route.name or ""
+    if request.method in ("GET", "HEAD"):
+        return Scope.ADMIN if route in ADMIN_READS else Scope.READ
+    return Scope.SUBMIT if route in SUBMIT_ROUTES else Scope.ADMIN
+
+
+def _project_of(request: web.Request) -> Project | None:
+    """The project a request is about, if its route names one (or a job of one)."""
+    scheduler = request.config_dict[SCHEDULER]
+    info = request.match_info
+    if "project" in info:
+        return scheduler.store.project(info["project"])
+    if "job" in info:
+        job = scheduler.store.job(info["job"])
+        return scheduler.store.project(job.project) if job is not None else None
+    return None
+
+
+async def _user_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.route.name in OPEN_ROUTES:
+        return await handler(request)
+    try:
+        who = _identify(request)
+    except Unauthorized:
+        if request.method == "GET" and wants_html(request):
+            page: web.StreamResponse = await request.config_dict[LOGIN_PAGE](request)
+            return page
+        raise
+    need = required(request)
+    if not who.may(need):
+        raise Forbidden(f"this needs a token of scope {need}; the one sent is {who.scope}")
+    if who.projects:
+        project = _project_of(request)
+        named = request.match_info.get("project")
+        if (project is not None and not who.sees(project)) or (project is None and named):
+            raise Forbidden("the token sent may not use this project")
+    request[_CALLER] = who
+    return await handler(request)
+
+
+async def _worker_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    credentials = request.config_dict[CREDENTIALS]
+    presented = _bearer(request)
+    if request.match_info.route.name == "register":
+        if presented is None:
+            raise Unauthorized(NO_JOIN)
+        if not credentials.join_ok(presented):
+            raise Unauthorized(BAD_JOIN)
+        return await handler(request)
+    if presented is None:
+        raise Unauthorized(BAD_WORKER)
+    record = request.config_dict[SCHEDULER].registry.record(request.match_info.get("worker", ""))
+    if record is None:
+        raise NotFound("unknown worker; register again", field="worker")
+    if not credentials.worker_ok(record, presented):
+        raise Unauthorized(BAD_WORKER)
+    if record.revoked:
+        raise Unauthorized(REVOKED)
+    return await handler(request)
