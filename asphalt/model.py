@@ -71,6 +71,9 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
 FAILURES = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.LOST})
 
 
+MASK = "***"  # what stands for a secret's value wherever it would show
+
+
 class TransitionError(Exception):
     """A job was asked to move to a state its current state does not allow."""
 
@@ -110,6 +113,8 @@ class JobInput:
     runtime: str = "host"
     retries: int = 0  # attempts after the first when one fails, times out or is lost
     backoff: float = 10.0  # seconds before the first retry, doubled for each one after
+    # The names of its secrets; their values are stored apart and never shown (Store.secrets).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,6 +226,8 @@ class Job:
         }
         if spec.retries:
             body["backoff"] = spec.backoff
+        if spec.secrets:
+            body["secrets"] = dict.fromkeys(spec.secrets, MASK)
         if reason or self.reason:
             body["reason"] = reason or self.reason
         if output is not None:

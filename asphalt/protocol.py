@@ -130,6 +130,8 @@ class Lease:
     env: dict[str, str]
     timeout: float | None
     runtime: str
+    # Set in the job's environment like env; their values are masked in its output.
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,17 @@ from asphalt.model import JobInput, Role, Scope
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RUNTIMES = ("host", "docker", "singularity")
-JOB_FIELDS = ("action", "container", "env", "timeout", "types", "runtime", "retries", "backoff")
+JOB_FIELDS = (
+    "action",
+    "container",
+    "env",
+    "secrets",
+    "timeout",
+    "types",
+    "runtime",
+    "retries",
+    "backoff",
+)
 MAX_RETRIES = 100
 MAX_BACKOFF_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -29,6 +39,7 @@ class ProjectInput:
 class TaskInput:
     id: str | None
     jobs: dict[Role, JobInput]
+    secrets: dict[Role, dict[str, str]]  # each job's secret values, kept apart from the job
 
 
 def _object(body: Any, where: str) -> dict[str, Any]:
@@ -76,14 +87,19 @@ def parse_task(body: Any) -> TaskInput:
         _unknown(body, ("id", *JOB_FIELDS), "")
         bare = {k: v for k, v in body.items() if k != "id"}
         # Errors name the fields as the user sent them: "timeout", not "jobs.main.timeout".
-        return TaskInput(id=_task_id(body.get("id")), jobs={Role.MAIN: parse_job(bare, "")})
+        return TaskInput(
+            id=_task_id(body.get("id")),
+            jobs={Role.MAIN: parse_job(bare, "")},
+            secrets={Role.MAIN: _secrets(bare, "")},
+        )
     _unknown(body, ("id", "jobs"), "")
     jobs_body = _object(body["jobs"], "jobs")
     _unknown(jobs_body, tuple(Role), "jobs")
     if "main" not in jobs_body:
         raise BadRequest("jobs.main is required", field="jobs.main")
     jobs = {Role(role): parse_job(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
-    return TaskInput(id=_task_id(body.get("id")), jobs=jobs)
+    secrets = {Role(role): _secrets(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
+    return TaskInput(id=_task_id(body.get("id")), jobs=jobs, secrets=secrets)
 
 
 def _task_id(value: Any) -> str | None:
@@ -110,10 +126,17 @@ def parse_job(body: Any, where: str) -> JobInput:
             'name an image, e.g. "alpine:3"',
             field=_at(where, "container"),
         )
+    env = _env(body.get("env"), _at(where, "env"))
+    secrets = _secrets(body, where)
+    both = sorted(set(env) & set(secrets))
+    if both:
+        field = _at(where, "secrets")
+        raise BadRequest(f"{field}: {both[0]!r} is in env too; name it in one of them", field=field)
     return JobInput(
         action=_action(body.get("action"), _at(where, "action")),
         container=container,
-        env=_env(body.get("env"), _at(where, "env")),
+        env=env,
+        secrets=tuple(sorted(secrets)),
         timeout=_timeout(body.get("timeout"), _at(where, "timeout")),
         retries=_count(body.get("retries"), _at(where, "retries")),
         backoff=_backoff(body.get("backoff"), _at(where, "backoff")),
@@ -160,6 +183,23 @@ def _env(value: Any, field: str) -> dict[str, str]:
             raise BadRequest(f"{field}.{key} must be a string or a number", field=f"{field}.{key}")
         env[key] = str(item)
     return env
+
+
+def _secrets(body: dict[str, Any], where: str) -> dict[str, str]:
+    """A job's secrets: variables like env whose values are never shown (and masked)."""
+    field = _at(where, "secrets")
+    value = body.get("secrets")
+    if value is not None and not isinstance(value, dict):
+        example = '{"TOKEN": "..."}'
+        raise BadRequest(
+            f"{field} must be an object of names to values, e.g. {example}", field=field
+        )
+    found = _env(value, field)
+    for name, secret in found.items():
+        if not secret:
+            where_name = f"{field}.{name}"
+            raise BadRequest(f"{where_name} is empty; a secret needs a value", field=where_name)
+    return found
 
 
 def _timeout(value: Any, field: str) -> float | None:

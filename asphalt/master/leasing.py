@@ -144,6 +144,7 @@ class Leasing:
             env=env,
             timeout=spec.timeout,
             runtime=spec.runtime,
+            secrets=self.store.secrets(job.id) if spec.secrets else {},
         )
 
     def _release(self, job: Job) -> None:

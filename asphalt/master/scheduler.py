@@ -118,7 +118,8 @@ class Scheduler(Leasing):
             created_at=now,
             runs=(Run(number=1, created_at=now, jobs={j.role: j.id for j in jobs}),),
         )
-        self.store.create_task(task, jobs, key=key)
+        secrets = {j.id: task_input.secrets.get(j.role, {}) for j in jobs}
+        self.store.create_task(task, jobs, key=key, secrets=secrets)
         _log.debug("task_created", project=project.id, task=task.id, jobs=len(jobs))
         self._enqueue(jobs[0])
         return task
@@ -155,7 +156,8 @@ class Scheduler(Leasing):
         new = self._new_jobs(project.id, task.id, number, {r: j.spec for r, j in jobs.items()}, now)
         run = Run(number=number, created_at=now, jobs={j.role: j.id for j in new})
         task = replace(task, runs=(*task.runs, run))
-        self.store.save(jobs=new, task=task)
+        secrets = {j.id: self.store.secrets(jobs[j.role].id) for j in new if j.spec.secrets}
+        self.store.save(jobs=new, task=task, secrets=secrets)
         _log.info("task_rerun", project=project.id, task=task.id, run=number)
         self._enqueue(new[0])
         return task

@@ -13,7 +13,8 @@ from asphalt import log
 from asphalt.config import WorkerConfig
 from asphalt.protocol import Finish, Lease
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
-from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
+from asphalt.worker.masking import Masker
+from asphalt.worker.runtimes.base import JobSpec, OutputSink, Runtime, RuntimeFailure
 from asphalt.worker.uploader import Uploader
 
 _log = log.get("asphalt.runner")
@@ -67,8 +68,10 @@ class Runner:
             buffer_cap=self.config.buffer_cap,
         )
         pump = asyncio.create_task(up.pump(self.config.flush_interval_s))
+        masker = Masker(up.write, lease.secrets.values())
         try:
-            state, status, reason = await self._execute(worker, entry, up)
+            state, status, reason = await self._execute(worker, entry, masker.write)
+            await masker.flush()
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,7 +105,7 @@ class Runner:
         await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
 
     async def _execute(
-        self, worker: str, entry: RunningJob, up: Uploader
+        self, worker: str, entry: RunningJob, sink: OutputSink
     ) -> tuple[str, int | None, str | None]:
         lease = entry.lease
         runtime = self.runtimes.get(lease.runtime)
@@ -113,10 +116,10 @@ class Runner:
             attempt=lease.attempt,
             action=lease.action,
             container=lease.container,
-            env=lease.env,
+            env={**lease.env, **lease.secrets},
             worker_id=worker,
         )
-        entry.task = asyncio.create_task(runtime.run(spec, up.write, grace_s=self.config.grace_s))
+        entry.task = asyncio.create_task(runtime.run(spec, sink, grace_s=self.config.grace_s))
         try:
             done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
         except asyncio.CancelledError:  # the worker is forced to stop: stop the job with it

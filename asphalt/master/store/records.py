@@ -60,6 +60,7 @@ def job(raw: bytes) -> Job:
     d = _unpack(raw)
     spec = d["spec"]
     spec["types"] = tuple(spec["types"])
+    spec["secrets"] = tuple(spec.get("secrets", ()))
     d["spec"] = JobInput(**spec)
     d["state"] = JobState(d["state"])
     d["role"] = Role(d["role"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ _DBS = (
     "outmeta",
     "workers",
     "idem",  # Idempotency-Key -> what the first request made
+    "secrets",  # job id -> its secrets' values, never part of the job's record or view
     "tokens",  # API tokens, the join token and browser sessions: hashes, never secrets
 )
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
@@ -144,7 +145,25 @@ class Store:
 
     # tasks and jobs
 
-    def create_task(self, task: Task, jobs: list[Job], *, key: str | None = None) -> None:
+    def _put_secrets(self, txn: Txn, secrets: Mapping[str, Mapping[str, str]]) -> None:
+        for job_id, values in secrets.items():
+            if values:
+                self._put(txn, "secrets", job_id.encode(), records.pack_value(dict(values)))
+
+    def secrets(self, job_id: str) -> dict[str, str]:
+        """The values of a job's secrets (for its lease only: never for a view)."""
+        with self._reading() as txn:
+            raw = txn.get(job_id.encode(), db=self._db["secrets"])
+        return {str(k): str(v) for k, v in records.unpack_value(raw).items()} if raw else {}
+
+    def create_task(
+        self,
+        task: Task,
+        jobs: list[Job],
+        *,
+        key: str | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         def fn(txn: Txn) -> None:
             task_key = _task_key(task.project, task.id)
             if txn.get(task_key, db=self._db["tasks"]) is not None:
@@ -156,17 +175,25 @@ class Store:
             self._remember(txn, key, task.project, task.id)
             for job in jobs:
                 self._put_job(txn, job)
+            self._put_secrets(txn, secrets or {})
 
         self._write(fn)
 
-    def save(self, *, jobs: Sequence[Job] = (), task: Task | None = None) -> None:
-        """Store changed jobs (and the task they belong to) in one transaction."""
+    def save(
+        self,
+        *,
+        jobs: Sequence[Job] = (),
+        task: Task | None = None,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Store changed jobs (and the task they belong to, new jobs' secrets) in one go."""
 
         def fn(txn: Txn) -> None:
             if task is not None:
                 self._put(txn, "tasks", _task_key(task.project, task.id), records.pack(task))
             for job in jobs:
                 self._put_job(txn, job)
+            self._put_secrets(txn, secrets or {})
 
         self._write(fn)
 
