@@ -84,15 +84,24 @@ CREDENTIALS = web.AppKey("credentials", Credentials)
 SETTINGS = web.AppKey("auth_settings", Settings)
 LoginPage = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOGIN_PAGE: web.AppKey[LoginPage] = web.AppKey("login_page")
+# A person's browser is told "not allowed" in a page, not in JSON: (request, status, message).
+ErrorPage = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
+ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 _CALLER = web.RequestKey("caller", Caller)
 _ADMIN = Caller(via="off", scope=Scope.ADMIN)
 
 
 def caller(request: web.Request) -> Caller:
     """Who made this request (set by the guard before any handler runs)."""
-    found = request.get(_CALLER)
+    found: Caller | None = request.get(_CALLER)
     if found is None:
         raise Unauthorized()  # never reached through a guarded app; refuse if it is
+    return found
+
+
+def known_caller(request: web.Request) -> Caller | None:
+    """Who made this request, if the guard found out (not on the open routes)."""
+    found: Caller | None = request.get(_CALLER)
     return found
 
 
@@ -211,12 +220,25 @@ async def _user_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.match_info.route.name in OPEN_ROUTES:
         return await handler(request)
     try:
-        who = _identify(request)
+        request[_CALLER] = _allowed(request)
     except Unauthorized:
-        if request.method == "GET" and wants_html(request):
+        if wants_html(request):  # a person: the login page, which comes back here after
             page: web.StreamResponse = await request.config_dict[LOGIN_PAGE](request)
             return page
         raise
+    except Forbidden as e:
+        if wants_html(request):
+            shown: web.StreamResponse = await request.config_dict[ERROR_PAGE](
+                request, e.status, e.message
+            )
+            return shown
+        raise
+    return await handler(request)
+
+
+def _allowed(request: web.Request) -> Caller:
+    """Who made the request, if they may make it; else Unauthorized or Forbidden."""
+    who = _identify(request)
     need = required(request)
     if not who.may(need):
         raise Forbidden(f"this needs a token of scope {need}; the one sent is {who.scope}")
@@ -225,8 +247,7 @@ async def _user_guard(request: web.Request, handler: Handler) -> web.StreamRespo
         named = request.match_info.get("project")
         if (project is not None and not who.sees(project)) or (project is None and named):
             raise Forbidden("the token sent may not use this project")
-    request[_CALLER] = who
-    return await handler(request)
+    return who
 
 
 async def _worker_guard(request: web.Request, handler: Handler) -> web.StreamResponse:

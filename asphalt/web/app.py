@@ -12,7 +12,7 @@ from asphalt.errors import AsphaltError
 from asphalt.master import auth
 from asphalt.master.http import Handler, wants_html
 from asphalt.web import format, forms, guard, login
-from asphalt.web.pages import PAGES
+from asphalt.web.pages import PAGES, chrome
 
 HERE = Path(__file__).parent
 
@@ -31,22 +31,27 @@ async def negotiate(request: web.Request, handler: Handler) -> web.StreamRespons
         try:
             return await PAGES[route](request)
         except AsphaltError as e:
-            context = {"title": "Not here", "message": e.message, "live": False, "error": None}
-            return aiohttp_jinja2.render_template("error.html", request, context, status=e.status)
+            return await error_page(request, e.status, e.message)
     if request.method == "GET" and wants_html(request):
         try:
             return await handler(request)
         except web.HTTPException as e:  # no such page: tell a person in a page, not in JSON
             if e.status < 400:
                 raise
-            message = f"There is nothing at {request.path}."
-            context = {"title": "Not here", "message": message, "live": False, "error": None}
-            return aiohttp_jinja2.render_template("error.html", request, context, status=e.status)
+            return await error_page(request, e.status, f"There is nothing at {request.path}.")
     if request.method == "POST" and route in forms.FORMS and forms.is_form(request):
         answer = await forms.handle(request, forms.FORMS[route])
         if answer is not None:
             return answer
     return await handler(request)
+
+
+async def error_page(request: web.Request, status: int, message: str) -> web.StreamResponse:
+    """A page that tells a person what went wrong (not found, not allowed)."""
+    title = "Not allowed" if status in (401, 403) else "Not here"
+    context = {"title": title, "message": message, "live": False, "error": None}
+    context |= chrome(request)
+    return aiohttp_jinja2.render_template("error.html", request, context, status=status)
 
 
 def setup(app: web.Application) -> None:
@@ -63,6 +68,7 @@ def setup(app: web.Application) -> None:
     app.router.add_static("/static/", HERE / "static", name="static", append_version=True)
     app.add_routes(login.routes)
     app[auth.LOGIN_PAGE] = login.page
+    app[auth.ERROR_PAGE] = error_page
     app.middlewares.append(negotiate)
     app.on_response_prepare.append(_security_headers)
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from asphalt.master import auth
 from asphalt.master.credentials import SESSION_S
 from asphalt.master.http import read_body
-from asphalt.web import guard
+from asphalt.web import guard, pages
 
 routes = web.RouteTableDef()
 BAD_TOKEN = "That token is not valid (it may have been revoked). Paste a current one."
@@ -31,7 +31,7 @@ async def page(
         "error": error,
         "csrf": guard.token(request),
         "next": _safe_next(then or request.path_qs),
-        "auth_off": False,
+        **pages.chrome(request),
     }
     response = aiohttp_jinja2.render_template("login.html", request, context, status=status)
     response.headers["Cache-Control"] = "no-store"

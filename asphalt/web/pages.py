@@ -21,6 +21,18 @@ PAGE_TAIL = 64 << 10  # the output a page shows; the whole of it is one link awa
 RECENT_S = 24 * 3600
 
 
+def chrome(request: web.Request) -> dict[str, Any]:
+    """What every page's frame shows: the caller's links and buttons, the -auth off warning."""
+    who = auth.known_caller(request)
+    return {
+        "admin": who is not None and who.may(Scope.ADMIN),
+        "submit": who is not None and who.may(Scope.SUBMIT),
+        "signed_in": who is not None and who.via == "session",
+        "auth_off": request.config_dict[auth.SETTINGS].mode is auth.Mode.OFF,
+        "command": request.config_dict[admin_api.WORKER_COMMAND],
+    }
+
+
 def _page(
     request: web.Request, template: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:
@@ -30,10 +42,7 @@ def _page(
     context.setdefault("error", guard.banner(request))
     context.setdefault("form", {})
     context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
-    who = auth.caller(request)
-    context["admin"] = who.may(Scope.ADMIN)
-    context["signed_in"] = who.via == "session"
-    context["auth_off"] = request.config_dict[auth.SETTINGS].mode is auth.Mode.OFF
+    context |= chrome(request)
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
     guard.remember(request, response)
@@ -177,7 +186,6 @@ async def workers(request: web.Request, *, join: dict[str, str] | None = None) -
         "workers": views,
         "live": join is None,  # a page that shows a secret once does not reload itself
         "title": "Workers",
-        "command": request.config_dict[admin_api.WORKER_COMMAND],
         "join": join,
     }
     return _page(request, "workers.html", context)
