@@ -3,23 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from asphalt.limits import NO_LIMITS, Limits
 from asphalt.worker.runtimes import DockerRuntime, JobSpec, RuntimeFailure
+from asphalt.worker.runtimes.docker import CAP_ADD, DEFAULT_PIDS, LOG_GAP_NOTE
 
 pytestmark = pytest.mark.docker
 
+# The capabilities' bit numbers (linux/capability.h), to read /proc/PID/status with.
+CAP_BITS = {
+    "CHOWN": 0,
+    "DAC_OVERRIDE": 1,
+    "FOWNER": 3,
+    "FSETID": 4,
+    "KILL": 5,
+    "SETGID": 6,
+    "SETUID": 7,
+    "NET_BIND_SERVICE": 10,
+}
 
-def spec(image: str, action: str | list[str], **env: str) -> JobSpec:
+
+def spec(image: str, action: str | list[str], limits: Limits = NO_LIMITS, **env: str) -> JobSpec:
     job_id = f"docker-{uuid.uuid4().hex[:8]}"
     return JobSpec(
-        job_id=job_id, attempt=3, action=action, container=image, env=env, worker_id="w-test"
+        job_id=job_id,
+        attempt=3,
+        action=action,
+        container=image,
+        env=env,
+        worker_id="w-test",
+        limits=limits,
     )
 
 
@@ -58,6 +81,23 @@ async def wait_for_container(job: JobSpec) -> str:
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"no container for {job.job_id}")
+
+
+async def inspect_while_running(runtime: DockerRuntime, job: JobSpec) -> dict[str, Any]:
+    """`docker inspect` of the job's container while it runs; then the job is cancelled."""
+    out = Output()
+    run = asyncio.create_task(runtime.run(job, out, grace_s=1))
+    try:
+        await asyncio.wait_for(out.first.wait(), 30)
+        found: list[dict[str, Any]] = json.loads(
+            await docker_cli("inspect", await wait_for_container(job))
+        )
+        assert found[0]["State"]["Running"]
+        return found[0]
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
 
 @pytest.fixture
@@ -214,3 +254,98 @@ async def test_reap_removes_only_the_containers_of_that_worker(
         assert await docker_cli("ps", "-aq", "--filter", f"label=asphalt.job={theirs}") != ""
     finally:
         await docker_runtime.reap("w-other")
+
+
+async def test_a_running_container_is_hardened_and_limited_as_applied_says(test_image: str) -> None:
+    runtime = DockerRuntime(network="none", pull=False, limits=Limits(memory=256 << 20, pids=200))
+    job = spec(test_image, "echo started; sleep 100", limits=Limits(memory=64 << 20, cpus=0.5))
+    try:
+        found = await inspect_while_running(runtime, job)
+    finally:
+        await runtime.close()
+    host = found["HostConfig"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["CapDrop"] == ["ALL"]
+    assert sorted(host["CapAdd"]) == sorted(CAP_ADD)
+    assert host["PidsLimit"] == 200  # the worker's default: the job gave none
+    assert host["Memory"] == host["MemorySwap"] == 64 << 20  # the job's, and no swap beyond
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Init"] is True
+    assert host["Privileged"] is False
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-file": "2", "max-size": "50m"},
+    }
+    assert host["NetworkMode"] == "none"
+    assert found["Mounts"] == []
+    assert not host["Binds"]
+    assert runtime.applied(job) == {
+        "runtime": "docker",
+        "noNewPrivileges": True,
+        "capDrop": ["ALL"],
+        "capAdd": host["CapAdd"],
+        "init": True,
+        "privileged": False,
+        "pidsLimit": 200,
+        "memory": 64 << 20,
+        "cpus": 0.5,
+        "logMaxSize": "50m",
+        "logMaxFiles": 2,
+        "network": "none",
+    }
+
+
+async def test_without_limits_a_container_gets_the_built_in_pids_limit_only(
+    docker_runtime: DockerRuntime, test_image: str
+) -> None:
+    job = spec(test_image, "echo started; sleep 100")
+    host = (await inspect_while_running(docker_runtime, job))["HostConfig"]
+    assert (host["PidsLimit"], host["Memory"], host["NanoCpus"]) == (DEFAULT_PIDS, 0, 0)
+    applied = docker_runtime.applied(job)
+    assert (applied["pidsLimit"], applied["memory"], applied["cpus"]) == (DEFAULT_PIDS, None, None)
+
+
+async def test_the_job_holds_only_the_capabilities_given_and_cannot_gain_more(
+    docker_runtime: DockerRuntime, test_image: str
+) -> None:
+    action = "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; mknod /tmp/null c 1 3"
+    out = Output()
+    assert await docker_runtime.run(spec(test_image, action), out, grace_s=1) != 0
+    mask = f"{sum(1 << CAP_BITS[cap] for cap in CAP_ADD):016x}"
+    status = dict(line.split(":\t") for line in out.text.splitlines()[:3])
+    assert status == {"CapBnd": mask, "CapEff": mask, "NoNewPrivs": "1"}
+    assert "Operation not permitted" in out.text  # mknod needs the MKNOD left out
+
+
+async def test_limits_docker_cannot_give_are_a_runtime_failure(
+    docker_runtime: DockerRuntime, test_image: str
+) -> None:
+    job = spec(test_image, "true", limits=Limits(cpus=1024))  # more CPUs than this machine has
+    with pytest.raises(RuntimeFailure, match=r"docker cannot run the container: .*CPUs"):
+        await docker_runtime.run(job, Output(), grace_s=1)
+    assert await containers_of(job) == ""
+
+
+async def test_a_job_that_prints_more_than_the_log_keeps_ends_with_its_tail_after_a_note(
+    test_image: str,
+) -> None:
+    # 2 MB of output is some 20 MB of Docker's JSON log: it is cut many times on the way. The
+    # job waits to be told that its output is being followed, so that its start is seen.
+    runtime = DockerRuntime(network="none", pull=False, log_max_size="1m")
+    job = spec(test_image, "echo start; until [ -e /tmp/go ]; do sleep 0.1; done; seq 1 300000")
+    out = Output()
+    run = asyncio.create_task(runtime.run(job, out, grace_s=1))
+    try:
+        await asyncio.wait_for(out.first.wait(), 30)
+        await docker_cli("exec", await wait_for_container(job), "touch", "/tmp/go")
+        assert await run == 0
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        await runtime.close()
+    printed = "start\n" + "".join(f"{n}\n" for n in range(1, 300001))
+    head, tail = out.text.split(LOG_GAP_NOTE.decode())  # the note comes once
+    assert head.startswith("start\n1\n2\n3\n")
+    assert len(tail) > 10000
+    assert printed.endswith(tail)

@@ -1,4 +1,5 @@
-"""HostRuntime with real processes: exit codes, env, streaming, cancellation, no strays."""
+"""HostRuntime with real processes: exit codes, a clean env, a fresh working directory,
+streaming, cancellation, no strays."""
 
 from __future__ import annotations
 
@@ -12,10 +13,38 @@ import pytest
 from harness import Output
 
 from asphalt.worker.runtimes import HostRuntime, JobSpec, RuntimeFailure
+from asphalt.worker.runtimes.base import BASIC_ENV, DEFAULT_PATH
+
+JOB_MARKERS = {"ASPHALT_JOB_ID", "ASPHALT_ATTEMPT", "ASPHALT_WORKER_ID"}
 
 
-def spec(action: str | list[str], **env: str) -> JobSpec:
-    return JobSpec(job_id=f"host-{uuid.uuid4().hex[:8]}", attempt=2, action=action, env=env)
+def spec(action: str | list[str], worker: str = "", **env: str) -> JobSpec:
+    job_id = f"host-{uuid.uuid4().hex[:8]}"
+    return JobSpec(job_id=job_id, attempt=2, action=action, env=env, worker_id=worker)
+
+
+def names(env_output: str) -> set[str]:
+    return {line.split("=", 1)[0] for line in env_output.splitlines()}
+
+
+def basic(name: str) -> bool:
+    return name in BASIC_ENV or name.startswith("LC_")
+
+
+def read_text(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+def is_dir(path: Path) -> bool:
+    return path.is_dir()
+
+
+async def wait_for_text(path: Path) -> str:
+    for _ in range(500):
+        if text := read_text(path):
+            return text
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing was written to {path}")
 
 
 def alive(pid: int) -> bool:
@@ -47,11 +76,145 @@ async def test_a_process_killed_by_a_signal_returns_128_plus_the_signal() -> Non
     assert await HostRuntime().run(spec("kill -9 $$"), Output(), grace_s=1) == 137
 
 
-async def test_the_job_sees_the_worker_env_its_own_env_and_its_id() -> None:
+async def test_the_job_sees_the_workers_path_its_own_env_and_its_id() -> None:
     out = Output()
     job = spec('echo "$GREETING|$ASPHALT_JOB_ID|$ASPHALT_ATTEMPT|$PATH"', GREETING="hi there")
     await HostRuntime().run(job, out, grace_s=1)
     assert out.text == f"hi there|{job.job_id}|2|{os.environ['PATH']}\n"
+
+
+async def test_the_job_sees_nothing_of_the_workers_env_but_the_basics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ASPHALT_JOIN", "the-join-token")
+    monkeypatch.setenv("ASPHALT_TEST_SECRET", "the-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-key")
+    monkeypatch.setenv("LC_TIME", "C")
+    runtime, out = HostRuntime(), Output()
+    job = spec(["env"], GREETING="hi")
+    assert await runtime.run(job, out, grace_s=1) == 0
+    assert not any(value in out.text for value in ("the-join-token", "the-secret", "the-key"))
+    from_worker = names(out.text) - {"GREETING"} - JOB_MARKERS
+    assert "LC_TIME" in from_worker
+    assert all(map(basic, from_worker)), from_worker
+    assert sorted(from_worker) == runtime.applied(job)["envAllowed"]
+
+
+async def test_allowed_names_and_prefixes_pass_but_never_the_workers_own_asphalt_vars(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CI_TOKEN", "BUILD_A", "BUILD_B", "BUILDX", "AX", "ASPHALT_JOIN"):
+        monkeypatch.setenv(name, f"value of {name}")
+    runtime, out = HostRuntime(env_allow=("CI_TOKEN", "BUILD_*", "A*")), Output()
+    job = spec(["env"])
+    await runtime.run(job, out, grace_s=1)
+    seen = names(out.text)
+    assert {"CI_TOKEN", "BUILD_A", "BUILD_B", "AX"} <= seen
+    assert not {"BUILDX", "ASPHALT_JOIN"} & seen
+    assert "value of CI_TOKEN" in out.text
+    assert sorted(seen - JOB_MARKERS) == runtime.applied(job)["envAllowed"]
+
+
+@pytest.mark.parametrize("item", ["ASPHALT_JOIN", "ASPHALT_*", "*", "TWO WORDS", "A*B", ""])
+def test_an_allow_list_of_the_workers_own_vars_or_of_no_names_is_refused(item: str) -> None:
+    with pytest.raises(ValueError, match="cannot allow"):
+        HostRuntime(env_allow=("CI", item))
+
+
+async def test_the_jobs_own_env_passes_and_wins_over_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    runtime, out = HostRuntime(), Output()
+    job = spec('echo "$LANG|$ASPHALT_PROJECT"', LANG="de_DE.UTF-8", ASPHALT_PROJECT="web")
+    await runtime.run(job, out, grace_s=1)
+    assert out.text == "de_DE.UTF-8|web\n"
+    assert "LANG" not in runtime.applied(job)["envAllowed"]  # the job's, not the worker's
+
+
+async def test_a_worker_without_path_gives_jobs_a_sane_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PATH")
+    out = Output()
+    await HostRuntime().run(spec('echo "$PATH"'), out, grace_s=1)
+    assert out.text == f"{DEFAULT_PATH}\n"
+
+
+def test_applied_says_the_env_is_clean_the_directory_fresh_and_no_limits_are_enforced() -> None:
+    applied = HostRuntime().applied(spec("true"))
+    assert applied == {
+        "runtime": "host",
+        "cleanEnv": True,
+        "envAllowed": applied["envAllowed"],
+        "workdir": "fresh",
+        "pidsLimit": None,
+        "memory": None,
+        "cpus": None,
+    }
+
+
+async def test_each_job_runs_in_a_fresh_private_directory_removed_afterwards(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "work"
+    runtime = HostRuntime(work_root=root)
+    action = "pwd; stat -c %a .; ls -A | wc -l; mkdir -p a/b; touch a/b/c; chmod 0 a/b a"
+    jobs = [spec(action, worker="w-1") for _ in range(2)]
+    outs = [Output(), Output()]
+    await asyncio.gather(*(runtime.run(j, o, grace_s=1) for j, o in zip(jobs, outs, strict=True)))
+    dirs = []
+    for job, out in zip(jobs, outs, strict=True):
+        cwd, mode, entries = out.text.split()
+        dirs.append(Path(cwd))
+        assert Path(cwd).parent == root
+        assert Path(cwd).name.startswith(f"w-1+{job.job_id}-2-")  # reap finds them by worker
+        assert (mode, entries) == ("700", "0")
+        assert not is_dir(Path(cwd))
+    assert dirs[0] != dirs[1]
+    assert Path.cwd() not in dirs
+
+
+async def test_the_working_directory_is_removed_after_a_cancel(tmp_path: Path) -> None:
+    root, where = tmp_path / "work", tmp_path / "cwd"
+    runtime = HostRuntime(work_root=root)
+    run = asyncio.create_task(runtime.run(spec(f"pwd >{where}; sleep 100"), Output(), grace_s=5))
+    cwd = Path(await wait_for_text(where))
+    assert is_dir(cwd) and cwd.is_relative_to(root)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert not is_dir(cwd)
+
+
+async def test_the_working_directory_is_removed_when_the_job_cannot_start(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    with pytest.raises(RuntimeFailure, match="executable not found"):
+        await HostRuntime(work_root=root).run(spec(["/nonexistent/tool"]), Output(), grace_s=1)
+    assert list(root.iterdir()) == []
+
+
+async def test_a_work_root_that_cannot_be_made_is_a_runtime_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    runtime = HostRuntime(work_root=tmp_path / "file" / "work")
+    with pytest.raises(RuntimeFailure, match="cannot make a working directory"):
+        await runtime.run(spec("true"), Output(), grace_s=1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+async def test_a_work_root_of_another_user_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    root.mkdir()
+    os.chown(root, 65534, 65534)
+    with pytest.raises(RuntimeFailure, match="not a directory of this user"):
+        await HostRuntime(work_root=root).run(spec("true"), Output(), grace_s=1)
+
+
+async def test_reap_removes_the_working_directories_of_that_worker_only(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    for worker in ("w", "w-1", "w-10"):
+        (root / f"{worker}+job-1-abc").mkdir(parents=True)
+        (root / f"{worker}+job-1-abc" / "left").write_text("over")
+    assert await HostRuntime(work_root=root).reap("w-1") == []
+    assert sorted(p.name for p in root.iterdir()) == ["w+job-1-abc", "w-10+job-1-abc"]
 
 
 async def test_stdout_and_stderr_arrive_merged() -> None:

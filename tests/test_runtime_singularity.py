@@ -1,10 +1,13 @@
 """SingularityRuntime through a stand-in `singularity`: no real one is installed on this machine.
 
-The stand-in records its argv, parses `--env` as singularity's flag library (pflag's
-string-to-string flag) does, honours SINGULARITYENV_/APPTAINERENV_, runs the command with
-only that environment (as --cleanenv does), and implements `pull --name NAME URI` for the
-`asphalt-test/*` docker images only. Everything else about the runtime is real: processes,
-process groups, signals, spython's pull.
+The stand-in records its argv, its own environment and working directory, parses `--env`
+as singularity's flag library (pflag's string-to-string flag) does, honours
+SINGULARITYENV_/APPTAINERENV_, runs the command with only that environment (as --cleanenv
+does, and --containall, which implies it), and implements `pull --name NAME URI` for the
+`asphalt-test/*` docker images only. It does not contain anything: the rest of what
+--containall does (no host home or /tmp, its own PID and IPC namespaces) is singularity's
+own. Everything else about the runtime is real: processes, process groups, signals,
+spython's pull.
 """
 
 from __future__ import annotations
@@ -15,18 +18,23 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Output
 
 from asphalt.worker.runtimes import JobSpec, RuntimeFailure, SingularityRuntime
+from asphalt.worker.runtimes.base import BASIC_ENV
 from asphalt.worker.runtimes.singularity import env_flags
+
+JOB_MARKERS = {"ASPHALT_JOB_ID", "ASPHALT_ATTEMPT", "ASPHALT_WORKER_ID"}
 
 FAKE = """#!{python}
 import csv, json, os, sys
 args = sys.argv[1:]
 with open({log!r}, "a") as log:
-    log.write(json.dumps(sys.argv) + "\\n")
+    call = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}
+    log.write(json.dumps(call) + "\\n")
 while args and args[0] in ("--quiet", "-q", "--debug", "-d"):
     args.pop(0)
 if args == ["--version"]:
@@ -39,7 +47,8 @@ elif args[0] == "pull":
         image.write(uri)
 elif args[0] == "exec":
     args.pop(0)
-    env = {{}} if "--cleanenv" in args else dict(os.environ)
+    clean = "--cleanenv" in args or "--containall" in args
+    env = {{}} if clean else dict(os.environ)
     for key, value in os.environ.items():
         for prefix in ("SINGULARITYENV_", "APPTAINERENV_"):
             if key.startswith(prefix):
@@ -68,12 +77,16 @@ class Fake:
         self.image.write_text("a local image")
         self.cache = tmp_path / "cache"
 
-    def runtime(self) -> SingularityRuntime:
-        return SingularityRuntime(binary=str(self.binary), cache_dir=self.cache)
+    def runtime(self, **options: Any) -> SingularityRuntime:
+        return SingularityRuntime(binary=str(self.binary), cache_dir=self.cache, **options)
 
     def calls(self, verb: str) -> list[list[str]]:
+        return [call["argv"] for call in self.processes(verb)]
+
+    def processes(self, verb: str) -> list[dict[str, Any]]:
+        """What each run of the stand-in for `verb` got: its argv, env and cwd."""
         lines = self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
-        return [call for call in map(json.loads, lines) if verb in call]
+        return [call for call in map(json.loads, lines) if verb in call["argv"]]
 
 
 @pytest.fixture
@@ -88,6 +101,10 @@ def spec(container: str | Path, action: str | list[str], **env: str) -> JobSpec:
 
 def read_pids(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
 
 
 def alive(pid: int) -> bool:
@@ -116,13 +133,51 @@ async def test_without_a_binary_a_job_is_a_runtime_failure(
         await SingularityRuntime().run(spec("x.sif", "true"), Output(), grace_s=1)
 
 
-async def test_the_command_line_is_exec_cleanenv_env_image_sh_c(fake: Fake) -> None:
+async def test_the_command_line_is_exec_cleanenv_containall_env_image_sh_c(fake: Fake) -> None:
     job = spec(fake.image, "exit 3", GREETING="hi")
     assert await fake.runtime().run(job, Output(), grace_s=1) == 3
     env = ["--env", "GREETING=hi", "--env", f"ASPHALT_JOB_ID={job.job_id}"]
     env += ["--env", "ASPHALT_ATTEMPT=4", "--env", "ASPHALT_WORKER_ID="]
-    exec_ = [str(fake.binary), "exec", "--cleanenv", *env, str(fake.image), "sh", "-c", "exit 3"]
-    assert fake.calls("exec") == [exec_]
+    exec_ = [str(fake.binary), "exec", "--cleanenv", "--containall", *env, str(fake.image)]
+    assert fake.calls("exec") == [[*exec_, "sh", "-c", "exit 3"]]
+
+
+async def test_singularity_itself_gets_a_clean_env_and_a_fresh_directory(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_SECRET", "not for jobs")
+    monkeypatch.setenv("ASPHALT_JOIN", "the-join-token")
+    monkeypatch.setenv("SINGULARITY_BINDPATH", "/data")
+    monkeypatch.setenv("LC_ALL", "C")
+    root = tmp_path / "work"
+    runtime = fake.runtime(env_allow=("SINGULARITY_*",), work_root=root)
+    job = spec(fake.image, "true", GREETING="hi")
+    assert await runtime.run(job, Output(), grace_s=1) == 0
+    [call] = fake.processes("exec")
+    from_worker = set(call["env"]) - JOB_MARKERS
+    assert "SINGULARITY_BINDPATH" in from_worker
+    assert "LC_ALL" in from_worker
+    assert not {"WORKER_SECRET", "ASPHALT_JOIN", "GREETING"} & from_worker  # GREETING: --env
+    others = {n for n in from_worker if n not in BASIC_ENV and not n.startswith("LC_")}
+    assert others == {"SINGULARITY_BINDPATH"}
+    assert sorted(from_worker) == runtime.applied(job)["envAllowed"]
+    cwd = Path(call["cwd"])
+    assert cwd.parent == root and cwd.name.startswith(f"_+{job.job_id}-4-")
+    assert not exists(cwd)
+
+
+def test_applied_says_what_singularity_is_given(fake: Fake) -> None:
+    applied = fake.runtime().applied(spec(fake.image, "true"))
+    assert applied == {
+        "runtime": "singularity",
+        "cleanEnv": True,
+        "containAll": True,
+        "envAllowed": applied["envAllowed"],
+        "workdir": "fresh",
+        "pidsLimit": None,
+        "memory": None,
+        "cpus": None,
+    }
 
 
 async def test_the_job_sees_only_its_own_env(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:

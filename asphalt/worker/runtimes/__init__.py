@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from pathlib import Path
 
+from asphalt.limits import NO_LIMITS, Limits
 from asphalt.worker.runtimes.base import (
     LABEL_ATTEMPT,
     LABEL_JOB,
@@ -12,6 +15,7 @@ from asphalt.worker.runtimes.base import (
     OutputSink,
     Runtime,
     RuntimeFailure,
+    check_env_allow,
 )
 from asphalt.worker.runtimes.docker import DockerRuntime
 from asphalt.worker.runtimes.host import HostRuntime
@@ -32,12 +36,25 @@ __all__ = [
 ]
 
 
-async def detect_runtimes(*, docker_network: str) -> list[Runtime]:
-    """Host always; docker when its daemon answers; singularity when its binary is installed."""
-    docker = DockerRuntime(network=docker_network)
-    singularity = SingularityRuntime()
+async def detect_runtimes(
+    *,
+    docker_network: str,
+    env_allow: Iterable[str] = (),
+    work_root: Path | None = None,
+    limits: Limits = NO_LIMITS,
+) -> list[Runtime]:
+    """Host always; docker when its daemon answers; singularity when its binary is installed.
+
+    `env_allow` (names, or prefixes ending in `*`) is what host and singularity jobs may get
+    of the worker's environment beyond the basics; `work_root` holds their working
+    directories (the temp dir when None); `limits` are the defaults for docker jobs.
+    Raises ValueError for an allow list that names the worker's own ASPHALT_* variables.
+    """
+    allow = check_env_allow(env_allow)
+    docker = DockerRuntime(network=docker_network, limits=limits)
+    singularity = SingularityRuntime(env_allow=allow, work_root=work_root)
     has_docker, has_singularity = await asyncio.gather(docker.available(), singularity.available())
-    found: list[Runtime] = [HostRuntime()]
+    found: list[Runtime] = [HostRuntime(env_allow=allow, work_root=work_root)]
     if has_docker:
         found.append(docker)
     else:

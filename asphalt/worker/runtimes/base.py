@@ -1,10 +1,19 @@
-"""The one small interface every runtime (host, docker, singularity) implements."""
+"""The one small interface every runtime (host, docker, singularity) implements, and what
+they share: the pipe a job's output streams through, and what of the worker's environment a
+job may get."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from asphalt.limits import NO_LIMITS, Limits
 
 # Called with each piece of output as the job produces it; stdout and stderr are merged.
 OutputSink = Callable[[bytes], Awaitable[None]]
@@ -14,6 +23,17 @@ OutputSink = Callable[[bytes], Awaitable[None]]
 LABEL_JOB = "asphalt.job"
 LABEL_ATTEMPT = "asphalt.attempt"
 LABEL_WORKER = "asphalt.worker"
+
+_READ_SIZE = 65536
+
+# What every job gets from the worker's environment (a trailing * is a prefix): enough for a
+# shell and the programs it runs to find commands, a home, the locale, the time zone and a
+# scratch directory. The rest only by the worker's allow list.
+BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TERM")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The worker's own settings (its join token among them): never passed on, whatever is allowed.
+_OWN = "ASPHALT_"
+_ALLOW = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +46,7 @@ class JobSpec:
     container: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     worker_id: str = ""
+    limits: Limits = NO_LIMITS  # the job's own; the worker's defaults fill in the rest
 
 
 class RuntimeFailure(Exception):
@@ -60,6 +81,14 @@ class Runtime(Protocol):
         """Run the job to its end and return its exit code."""
         ...
 
+    def applied(self, spec: JobSpec) -> dict[str, Any]:
+        """What running `spec` here gives the job and holds it to, as JSON with camelCase keys.
+
+        Pure: it says what `run` does with this spec (clean environment, hardening, limits),
+        so the master can keep it with the job.
+        """
+        ...
+
     async def reap(self, worker_id: str) -> list[str]:
         """End what an earlier, dead run of worker `worker_id` left; return those job ids."""
         ...
@@ -67,3 +96,78 @@ class Runtime(Protocol):
     async def close(self) -> None:
         """Release what the runtime holds (connections to a daemon); called once, at stop."""
         ...
+
+
+class OutputPipe:
+    """A pipe that a job (or a thread) writes and the loop reads into a sink.
+
+    Our own rather than asyncio's subprocess pipes: the loop must be able to stop reading and
+    close its end even while a process that escaped the job still holds the write end. A full
+    pipe blocks the writer, so a slow sink slows the job instead of filling memory.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, write_fd: int) -> None:
+        self._reader = reader
+        self._waiting_since: float | None = None
+        self.write_fd = write_fd  # whoever is handed it closes it
+
+    async def copy_to(self, sink: OutputSink) -> None:
+        """Hand what is written to sink, in pieces of up to 64 KiB, until all writers close."""
+        while True:
+            self._waiting_since = time.monotonic()
+            chunk = await self._reader.read(_READ_SIZE)
+            self._waiting_since = None
+            if not chunk:
+                return
+            await sink(chunk)
+
+    def quiet_s(self) -> float:
+        """How long copy_to has been waiting for output (0 while a sink has some)."""
+        return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
+
+
+@contextlib.asynccontextmanager
+async def output_pipe() -> AsyncIterator[OutputPipe]:
+    """An OutputPipe whose read end is closed on exit."""
+    read_fd, write_fd = os.pipe()
+    file = os.fdopen(read_fd, "rb", buffering=0)
+    reader = asyncio.StreamReader(limit=_READ_SIZE)
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), file
+        )
+    except BaseException:
+        file.close()
+        os.close(write_fd)
+        raise
+    try:
+        yield OutputPipe(reader, write_fd)
+    finally:
+        transport.close()
+
+
+def check_env_allow(allow: Iterable[str]) -> tuple[str, ...]:
+    """The worker's allow list, checked: names (`CI`) or prefixes (`CI_*`), none ASPHALT_*."""
+    checked = tuple(allow)
+    for item in checked:
+        if not _ALLOW.fullmatch(item):
+            raise ValueError(f"cannot allow {item!r}: give a variable name (CI) or a prefix (CI_*)")
+        if item.startswith(_OWN):
+            raise ValueError(f"cannot allow {item!r}: the worker's own {_OWN}* never reach jobs")
+    return checked
+
+
+def worker_env(allow: Sequence[str]) -> dict[str, str]:
+    """What a job gets from the worker's environment: BASIC_ENV and `allow`, never ASPHALT_*."""
+    patterns = (*BASIC_ENV, *allow)
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(_OWN)
+        and any(name.startswith(p[:-1]) if p[-1] == "*" else name == p for p in patterns)
+    }
+
+
+def passed_env(given: Mapping[str, str], *overrides: Mapping[str, str]) -> list[str]:
+    """The names in `given` (from the worker) that no later mapping (the job's env) overrides."""
+    return sorted(set(given).difference(*overrides))

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
-from docker.types import CancellableStream
+from docker.types import CancellableStream, LogConfig
 
-from .base import LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, JobSpec, OutputSink, RuntimeFailure
-from .host import job_env, output_pipe
+from asphalt.limits import NO_LIMITS, Limits
+
+from .base import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_WORKER,
+    JobSpec,
+    OutputSink,
+    RuntimeFailure,
+    output_pipe,
+)
+from .host import job_env
 
 T = TypeVar("T")
 
@@ -26,6 +37,24 @@ _TIMEOUT_S = 60  # for each call to the daemon; log streams have none
 _PING_TIMEOUT_S = 3.0
 _POOL = 32  # connections: one per running job's log stream, plus short calls
 
+# Every capability is dropped and these given back: what a shell or a build needs as root in
+# its own container. docs/runtimes.md says what is left out of Docker's defaults and why.
+CAP_ADD = (
+    "CHOWN",  # give files to other users (package installs; tar extracting as root)
+    "DAC_OVERRIDE",  # read and write files whatever their mode, as root expects to
+    "FOWNER",  # chmod and touch files it does not own
+    "FSETID",  # keep setgid bits on what it changes
+    "KILL",  # signal its own processes that run as other users
+    "SETGID",  # switch groups and users: apt drops to _apt; su, gosu, runuser
+    "SETUID",
+    "NET_BIND_SERVICE",  # listen on ports below 1024 (in its own network namespace)
+)
+DEFAULT_PIDS = 4096  # when neither job nor worker says: stops a fork bomb, not a parallel build
+# The container's log on the daemon's disk: at most two files of this size, the older one
+# dropped when the second is full. See docs/runtimes.md for what a job that prints more loses.
+LOG_MAX_SIZE, LOG_MAX_FILES = "50m", 2
+LOG_GAP_NOTE = b"\n[asphalt: the job printed more than Docker keeps and some was lost; its end:]\n"
+
 
 class DockerRuntime:
     """Runs each job as `sh -c ACTION` (or an argv) in a fresh container, removed afterwards."""
@@ -33,9 +62,17 @@ class DockerRuntime:
     name = "docker"
 
     def __init__(
-        self, *, network: str = "bridge", pull: bool = True, base_url: str | None = None
+        self,
+        *,
+        network: str = "bridge",
+        pull: bool = True,
+        base_url: str | None = None,
+        limits: Limits = NO_LIMITS,  # the worker's defaults, for what a job does not set
+        log_max_size: str = LOG_MAX_SIZE,
     ) -> None:
         self._network = network
+        self._limits = limits
+        self._log_max_size = log_max_size
         self._pull = pull
         self._base_url = base_url
         self._client: docker.DockerClient | None = None
@@ -48,6 +85,24 @@ class DockerRuntime:
             return False
         return True
 
+    def applied(self, spec: JobSpec) -> dict[str, Any]:
+        made = self._confinement(spec)
+        nano_cpus = made["nano_cpus"]
+        return {
+            "runtime": "docker",
+            "noNewPrivileges": "no-new-privileges" in made["security_opt"],
+            "capDrop": made["cap_drop"],
+            "capAdd": made["cap_add"],
+            "init": made["init"],
+            "privileged": made["privileged"],
+            "pidsLimit": made["pids_limit"],
+            "memory": made["mem_limit"],
+            "cpus": nano_cpus / 1e9 if nano_cpus is not None else None,
+            "logMaxSize": made["log_config"].config["max-size"],
+            "logMaxFiles": int(made["log_config"].config["max-file"]),
+            "network": made["network_mode"],
+        }
+
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         image = spec.container
         if not image:
@@ -56,9 +111,10 @@ class DockerRuntime:
             await self._call(lambda c: _find_image(c, image, pull=self._pull))
         except APIError as e:
             raise RuntimeFailure(f"image not found: {image}") from e
+        confinement = self._confinement(spec)
         # Shielded: cancelled while the container is being made, the thread goes on making
         # it, and we wait for it so that we can remove it.
-        starting = asyncio.ensure_future(self._call(lambda c: _start(c, spec, self._network)))
+        starting = asyncio.ensure_future(self._call(lambda c: _start(c, spec, confinement)))
         container: Container | None = None
         copier: _LogCopier | None = None
         try:
@@ -90,7 +146,7 @@ class DockerRuntime:
             found = client.containers.list(all=True, filters={"label": label})
             for container in found:
                 with contextlib.suppress(NotFound):
-                    container.remove(force=True)
+                    container.remove(force=True, v=True)
             return [container.labels.get(LABEL_JOB, "") for container in found]
 
         return await self._call(reap_all)
@@ -101,6 +157,28 @@ class DockerRuntime:
             client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(client.close)
+
+    def _confinement(self, spec: JobSpec) -> dict[str, Any]:
+        """The create() arguments that confine the job's container: what `applied` reports."""
+        limits = spec.limits.merged(self._limits)
+        return {
+            "network_mode": self._network,
+            # An init as PID 1 passes SIGTERM on: a shell as PID 1 ignores it, and every
+            # cancel would wait out the whole grace.
+            "init": True,
+            "privileged": False,
+            "security_opt": ["no-new-privileges"],  # no setuid binary gains anything
+            "cap_drop": ["ALL"],
+            "cap_add": list(CAP_ADD),
+            "pids_limit": limits.pids or DEFAULT_PIDS,
+            "mem_limit": limits.memory,
+            "memswap_limit": limits.memory,  # the same: no swap beyond the memory limit
+            "nano_cpus": round(limits.cpus * 1e9) if limits.cpus is not None else None,
+            "log_config": LogConfig(type="json-file", config=self._log_options()),
+        }
+
+    def _log_options(self) -> dict[str, str]:
+        return {"max-size": self._log_max_size, "max-file": str(LOG_MAX_FILES)}
 
     async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
         """Run a blocking SDK call in a thread; a dead daemon becomes a RuntimeFailure."""
@@ -144,7 +222,7 @@ def _find_image(client: docker.DockerClient, image: str, *, pull: bool) -> None:
         client.images.pull(image)
 
 
-def _start(client: docker.DockerClient, spec: JobSpec, network: str) -> Container:
+def _start(client: docker.DockerClient, spec: JobSpec, confinement: dict[str, Any]) -> Container:
     command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else list(spec.action)
     labels = {
         LABEL_JOB: spec.job_id,
@@ -157,18 +235,15 @@ def _start(client: docker.DockerClient, spec: JobSpec, network: str) -> Containe
             command,
             environment={**spec.env, **job_env(spec)},
             labels=labels,
-            network_mode=network,
-            # An init as PID 1 passes SIGTERM on: a shell as PID 1 ignores it, and every
-            # cancel would wait out the whole grace.
-            init=True,
             tty=False,
             stdin_open=False,
+            **confinement,
         )
         try:
             container.start()
         except BaseException:
             with contextlib.suppress(DockerException, OSError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             raise
     except APIError as e:
         raise RuntimeFailure(f"docker cannot run the container: {e.explanation}") from e
@@ -180,7 +255,7 @@ def _dispose(container: Container, grace_s: float) -> None:
     with contextlib.suppress(DockerException, OSError):
         container.stop(timeout=math.ceil(grace_s))  # whole seconds; never shorter than asked
     with contextlib.suppress(DockerException, OSError):
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # with the anonymous volumes its image declares
 
 
 class _LogCopier:
@@ -203,12 +278,19 @@ class _LogCopier:
 
     def _copy(self, container: Container, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            seen = self._write(container.logs(stream=True, follow=True), fd, skip=0)
+            followed = hashlib.sha1(usedforsecurity=False)
+            seen = self._send(container.logs(stream=True, follow=True), fd, followed)
             if not self._stopped:
                 container.wait()
                 # Docker 20.10 can end a follow early when the container exits while the
                 # reader is behind, so the finished log is read again for what it missed.
-                self._write(container.logs(stream=True, follow=False), fd, skip=seen)
+                again = container.logs(stream=True, follow=False)
+                if not self._send_rest(again, fd, seen, followed.digest()):
+                    # It no longer begins with what was seen: Docker dropped its start (the
+                    # job printed more than it keeps), and a follow loses output where it
+                    # does. What it kept is the job's end; the agent keeps head and tail.
+                    _write_all(fd, LOG_GAP_NOTE)
+                    self._send(container.logs(stream=True, follow=False), fd)
         except Exception as e:
             if not self._stopped:  # once stopped, a broken pipe is how the thread learns it
                 self.error = e
@@ -218,16 +300,39 @@ class _LogCopier:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for us
                 loop.call_soon_threadsafe(self._done.set)
 
-    def _write(self, stream: CancellableStream[bytes], fd: int, *, skip: int) -> int:
-        """Write one log stream but its first `skip` bytes to fd; return the bytes seen."""
+    def _send(self, stream: CancellableStream[bytes], fd: int, seen: Any = None) -> int:
+        """Write a log stream to fd, adding it to the hash `seen`; return its length."""
         self._use(stream)
-        seen = 0
+        length = 0
         for frame in stream:
-            seen += len(frame)
-            data = memoryview(frame)[max(0, len(frame) - (seen - skip)) :]
-            while data:
-                data = data[os.write(fd, data) :]
-        return seen
+            length += len(frame)
+            if seen is not None:
+                seen.update(frame)
+            _write_all(fd, frame)
+        return length
+
+    def _send_rest(
+        self, stream: CancellableStream[bytes], fd: int, skip: int, digest: bytes
+    ) -> bool:
+        """Write a log stream but its first `skip` bytes to fd, if those hash to `digest`.
+
+        Returns whether they did; if not, nothing was written.
+        """
+        self._use(stream)
+        head = hashlib.sha1(usedforsecurity=False)
+        read, checked = 0, skip == 0
+        for frame in stream:
+            if not checked:
+                need = skip - read
+                head.update(frame[:need])
+                read += len(frame)
+                if read < skip:
+                    continue
+                if head.digest() != digest:
+                    return False
+                checked, frame = True, frame[need:]
+            _write_all(fd, frame)
+        return checked
 
     def _use(self, stream: CancellableStream[bytes] | None) -> None:
         """Close the current log stream; make `stream` the current one unless stopped."""
@@ -246,3 +351,9 @@ class _LogCopier:
 
     async def join(self) -> None:
         await self._done.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

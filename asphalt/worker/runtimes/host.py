@@ -1,23 +1,39 @@
-"""The host runtime, and the process-group runner it shares with the singularity runtime."""
+"""The host runtime, and what it shares with the singularity runtime: the process-group
+runner, the clean environment and the fresh working directory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import os
+import re
+import shutil
 import signal
+import stat
+import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from .base import JobSpec, OutputSink, RuntimeFailure
+from .base import (
+    DEFAULT_PATH,
+    JobSpec,
+    OutputPipe,
+    OutputSink,
+    RuntimeFailure,
+    check_env_allow,
+    output_pipe,
+    passed_env,
+    worker_env,
+)
 
 # Every job process carries these, so what a job leaves behind can be found again by its id.
 ENV_JOB = "ASPHALT_JOB_ID"
 ENV_ATTEMPT = "ASPHALT_ATTEMPT"
 ENV_WORKER = "ASPHALT_WORKER_ID"
 
-_READ_SIZE = 65536
 _POLL_S = 0.05
 _DRAIN_S = 2.0
 _PROC = Path("/proc")
@@ -27,6 +43,11 @@ _LEADERS: dict[int, int] = {}
 _SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's own again
 _UNSURE_LOOKS, _UNSURE_S = 10, 0.01
 _KERNEL_THREAD = 0x00200000  # PF_KTHREAD in /proc/PID/stat flags: never a job's
+
+# Where jobs work when the worker names no directory: one per user in the temp dir.
+DEFAULT_WORK_ROOT = Path(tempfile.gettempdir()) / f"asphalt-work-{os.getuid()}"
+# What applied() says of the limits on a job that runs as a plain process: none are enforced.
+NONE_ENFORCED = {"pidsLimit": None, "memory": None, "cpus": None}
 
 
 def job_env(spec: JobSpec) -> dict[str, str]:
@@ -39,33 +60,59 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+@contextlib.asynccontextmanager
+async def fresh_workdir(root: Path, spec: JobSpec) -> AsyncIterator[Path]:
+    """A new, empty, private (0700) directory for one attempt, removed with all it holds."""
+    path = _make_workdir(root, spec)  # a few quick calls, and no cancel can come between them
+    try:
+        yield path
+    finally:
+        removing = asyncio.ensure_future(asyncio.to_thread(_remove_tree, path))
+        try:
+            await asyncio.shield(removing)
+        except asyncio.CancelledError:  # cancelled again meanwhile: still leave nothing
+            await asyncio.wait({removing})
+            raise
+
+
 class HostRuntime:
     """Runs `/bin/sh -c ACTION` (or an argv) as a plain process group on this machine."""
 
     name = "host"
 
+    def __init__(self, *, env_allow: Iterable[str] = (), work_root: Path | None = None) -> None:
+        self._env_allow = check_env_allow(env_allow)
+        self._work_root = DEFAULT_WORK_ROOT if work_root is None else work_root
+
     async def available(self) -> bool:
         return True
 
+    def applied(self, spec: JobSpec) -> dict[str, Any]:
+        passed = passed_env(worker_env(self._env_allow), spec.env, job_env(spec))
+        applied = {"runtime": "host", "cleanEnv": True, "envAllowed": passed, "workdir": "fresh"}
+        return {**applied, **NONE_ENFORCED}
+
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         argv = ["/bin/sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
-        env = {**os.environ, **spec.env, **job_env(spec)}
-        return await run_process(argv, env=env, spec=spec, sink=sink, grace_s=grace_s)
+        env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **spec.env, **job_env(spec)}
+        async with fresh_workdir(self._work_root, spec) as cwd:
+            return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 
     async def close(self) -> None:
         """Nothing to release; here so every runtime can be closed the same way."""
 
     async def reap(self, worker_id: str) -> list[str]:
-        return await asyncio.to_thread(reap_processes, worker_id)
+        return await asyncio.to_thread(reap_processes, worker_id, self._work_root)
 
 
-def reap_processes(worker_id: str) -> list[str]:
-    """SIGKILL every process a run of this worker left (found by its env); return their jobs."""
-    if not worker_id or not _PROC.is_dir():
+def reap_processes(worker_id: str, work_root: Path) -> list[str]:
+    """SIGKILL every process a run of this worker left (found by its env), then remove the
+    working directories it left; return the jobs of those processes."""
+    if not worker_id:
         return []
     marker = f"{ENV_WORKER}={worker_id}".encode()
     jobs: set[str] = set()
-    for entry in _PROC.iterdir():
+    for entry in _PROC.iterdir() if _PROC.is_dir() else ():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
@@ -77,6 +124,8 @@ def reap_processes(worker_id: str) -> list[str]:
                 os.kill(int(entry.name), signal.SIGKILL)
             prefix = f"{ENV_JOB}=".encode()
             jobs.update(v[len(prefix) :].decode() for v in env if v.startswith(prefix))
+    for left in work_root.glob(f"{glob.escape(_worker_prefix(worker_id))}*"):
+        _remove_tree(left)
     return sorted(jobs)
 
 
@@ -84,6 +133,7 @@ async def run_process(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
+    cwd: Path,
     spec: JobSpec,
     sink: OutputSink,
     grace_s: float,
@@ -99,62 +149,14 @@ async def run_process(
     async with output_pipe() as pipe:
         born = _boot_ticks()  # every process of the job starts at or after this
         try:
-            proc = await _spawn(argv, env, pipe.write_fd)
+            proc = await _spawn(argv, env, cwd, pipe.write_fd)
         finally:
             os.close(pipe.write_fd)  # the children hold copies; EOF comes when they close them
         return await _supervise(proc, pipe, _JobProcesses(proc.pid, spec, born), sink, grace_s)
 
 
-class OutputPipe:
-    """A pipe that a job (or a thread) writes and the loop reads into a sink.
-
-    Our own rather than asyncio's subprocess pipes: the loop must be able to stop reading and
-    close its end even while a process that escaped the job still holds the write end. A full
-    pipe blocks the writer, so a slow sink slows the job instead of filling memory.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, write_fd: int) -> None:
-        self._reader = reader
-        self._waiting_since: float | None = None
-        self.write_fd = write_fd  # whoever is handed it closes it
-
-    async def copy_to(self, sink: OutputSink) -> None:
-        """Hand what is written to sink, in pieces of up to 64 KiB, until all writers close."""
-        while True:
-            self._waiting_since = time.monotonic()
-            chunk = await self._reader.read(_READ_SIZE)
-            self._waiting_since = None
-            if not chunk:
-                return
-            await sink(chunk)
-
-    def quiet_s(self) -> float:
-        """How long copy_to has been waiting for output (0 while a sink has some)."""
-        return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
-
-
-@contextlib.asynccontextmanager
-async def output_pipe() -> AsyncIterator[OutputPipe]:
-    """An OutputPipe whose read end is closed on exit."""
-    read_fd, write_fd = os.pipe()
-    file = os.fdopen(read_fd, "rb", buffering=0)
-    reader = asyncio.StreamReader(limit=_READ_SIZE)
-    try:
-        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), file
-        )
-    except BaseException:
-        file.close()
-        os.close(write_fd)
-        raise
-    try:
-        yield OutputPipe(reader, write_fd)
-    finally:
-        transport.close()
-
-
 async def _spawn(
-    argv: Sequence[str], env: Mapping[str, str], output_fd: int
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, output_fd: int
 ) -> asyncio.subprocess.Process:
     try:
         return await asyncio.create_subprocess_exec(
@@ -163,6 +165,7 @@ async def _spawn(
             stdout=output_fd,
             stderr=output_fd,
             env=dict(env),
+            cwd=cwd,
             start_new_session=True,  # its own session and process group, so it can be killed whole
         )
     except FileNotFoundError as e:
@@ -341,3 +344,47 @@ def _read(path: str) -> bytes:
 def _environ(pid: str) -> set[bytes]:
     with open(f"/proc/{pid}/environ", "rb") as file:
         return set(file.read().split(b"\0"))
+
+
+def _make_workdir(root: Path, spec: JobSpec) -> Path:
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = os.lstat(root)
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+            # In a shared temp dir another user could have made it first, to watch our work.
+            raise RuntimeFailure(f"work directory {root} is not a directory of this user's")
+        prefix = f"{_worker_prefix(spec.worker_id)}{_safe(spec.job_id)}-{spec.attempt}-"
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))  # mode 0700
+    except OSError as e:
+        raise RuntimeFailure(f"cannot make a working directory in {root}: {e}") from e
+
+
+def _worker_prefix(worker_id: str) -> str:
+    """What the directories of one worker's jobs begin with, so a dead run's can be found."""
+    return f"{_safe(worker_id) or '_'}+"  # never in a _safe name: "w+" is not "w-1+"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove path and all in it, even directories the job made unreadable or unwritable."""
+    try:
+        if path.is_symlink():  # never change anything outside through a link
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # a directory it cannot list or empty: make them ours again, and try once more
+    with contextlib.suppress(OSError):
+        path.chmod(0o700)
+    for parent, dirs, _ in os.walk(path):
+        for inner in (Path(parent, name) for name in dirs):
+            if not inner.is_symlink():
+                with contextlib.suppress(OSError):
+                    inner.chmod(0o700)
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The singularity runtime: `singularity exec --cleanenv` per job (the one importer of spython)."""
+"""The singularity runtime: `singularity exec --cleanenv --containall` per job (the one importer
+of spython)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,29 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from spython.main import get_client
 
-from .base import JobSpec, OutputSink, RuntimeFailure
-from .host import job_env, reap_processes, run_process
+from .base import (
+    DEFAULT_PATH,
+    JobSpec,
+    OutputSink,
+    RuntimeFailure,
+    check_env_allow,
+    passed_env,
+    worker_env,
+)
+from .host import (
+    DEFAULT_WORK_ROOT,
+    NONE_ENFORCED,
+    fresh_workdir,
+    job_env,
+    reap_processes,
+    run_process,
+)
 
 # The URI schemes `singularity pull` (and spython) accept; images named so are pulled to the
 # cache once and run from there. Other schemes (docker-daemon://, oci-archive://...) go
@@ -25,17 +41,35 @@ _PATHLIKE = re.compile(r"^(/|\./|\.\./|~)|\.(sif|simg|img)$")
 
 
 class SingularityRuntime:
-    """Runs each job as `sh -c ACTION` (or an argv) with `singularity exec --cleanenv IMAGE`."""
+    """Runs each job as `sh -c ACTION` (or an argv) with `singularity exec --cleanenv
+    --containall IMAGE`; the singularity process itself gets a clean environment too."""
 
     name = "singularity"
 
-    def __init__(self, *, binary: str | None = None, cache_dir: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        cache_dir: Path | str | None = None,
+        env_allow: Iterable[str] = (),
+        work_root: Path | None = None,
+    ) -> None:
         self._binary = binary or shutil.which("singularity") or shutil.which("apptainer")
         self._cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self._pulls: dict[str, asyncio.Lock] = {}
+        self._env_allow = check_env_allow(env_allow)
+        self._work_root = DEFAULT_WORK_ROOT if work_root is None else work_root
 
     async def available(self) -> bool:
         return self._binary is not None and os.access(self._binary, os.X_OK)
+
+    def applied(self, spec: JobSpec) -> dict[str, Any]:
+        # What the singularity process gets from the worker; the job in the container gets only
+        # its own env (--cleanenv).
+        _, prefixed = self._env(spec)
+        passed = passed_env(worker_env(self._env_allow), prefixed, job_env(spec))
+        applied = {"runtime": "singularity", "cleanEnv": True, "containAll": True}
+        return {**applied, "envAllowed": passed, "workdir": "fresh", **NONE_ENFORCED}
 
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         if self._binary is None:
@@ -44,18 +78,19 @@ class SingularityRuntime:
             raise RuntimeFailure("the singularity runtime needs a container image")
         image = await self._image(spec.container)
         command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
-        flags, prefixed = env_flags({**spec.env, **job_env(spec)}, self._env_prefix())
-        argv = [self._binary, "exec", "--cleanenv", *flags, image, *command]
+        flags, prefixed = self._env(spec)
+        argv = [self._binary, "exec", "--cleanenv", "--containall", *flags, image, *command]
         # The markers go on singularity's own process too, so its whole tree can be found.
-        env = {**os.environ, **prefixed, **job_env(spec)}
-        return await run_process(argv, env=env, spec=spec, sink=sink, grace_s=grace_s)
+        env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
+        async with fresh_workdir(self._work_root, spec) as cwd:
+            return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 
     async def close(self) -> None:
         """Nothing to release; here so every runtime can be closed the same way."""
 
     async def reap(self, worker_id: str) -> list[str]:
         """Its jobs are host processes (singularity exec), found and ended like host jobs."""
-        return await asyncio.to_thread(reap_processes, worker_id)
+        return await asyncio.to_thread(reap_processes, worker_id, self._work_root)
 
     async def _image(self, container: str) -> str:
         """The image argument for `exec`: a local path, or what a pull put in the cache."""
@@ -87,9 +122,11 @@ class SingularityRuntime:
         finally:
             partial.unlink(missing_ok=True)
 
-    def _env_prefix(self) -> str:
-        assert self._binary is not None
-        return "APPTAINERENV_" if "apptainer" in Path(self._binary).name else "SINGULARITYENV_"
+    def _env(self, spec: JobSpec) -> tuple[list[str], dict[str, str]]:
+        """The job's env as `--env` flags, and as variables for what a flag cannot carry."""
+        apptainer = "apptainer" in Path(self._binary or "").name
+        prefix = "APPTAINERENV_" if apptainer else "SINGULARITYENV_"
+        return env_flags({**spec.env, **job_env(spec)}, prefix)
 
 
 def env_flags(env: Mapping[str, str], prefix: str) -> tuple[list[str], dict[str, str]]:
