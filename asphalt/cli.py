@@ -19,12 +19,14 @@ from aiohttp import web
 from asphalt import __version__, discovery, log
 from asphalt.config import MasterConfig, WorkerConfig
 from asphalt.errors import AsphaltError, Unauthorized
+from asphalt.limits import NO_LIMITS, parse_limits_flag
 from asphalt.master import addresses, auth
 from asphalt.master.app import SSL_CONTEXT, build_app, stop_accepting
 from asphalt.protocol import parse_join
 from asphalt.worker.agent import Agent
 from asphalt.worker.client import MasterClient, pin_of
 from asphalt.worker.runtimes import Runtime, detect_runtimes
+from asphalt.worker.runtimes.base import check_env_allow
 
 _log = log.get("asphalt.cli")
 USAGE = """asphalt [flags]                 start a master with its own worker on :8080
@@ -121,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME,PREFIX_*",
         help="worker: variables of its own environment that host jobs may see",
     )
+    flag(
+        "limits",
+        default="",
+        metavar="memory=2g,cpus=2,pids=1024",
+        help="worker: defaults for docker jobs that set no limits of their own",
+    )
     flag("log", choices=("auto", "console", "json"), default="auto", help="log format (auto)")
     flag(
         "log-level",
@@ -176,10 +184,16 @@ def parse(
     if args.master and pinned and args.master.startswith("http://"):
         parser.error("the join token pins the master's TLS certificate: use -master https://...")
     types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
+    try:
+        env_allow = check_env_allow(n.strip() for n in args.env_allow.split(",") if n.strip())
+        limits = parse_limits_flag(args.limits) if args.limits.strip() else NO_LIMITS
+    except ValueError as e:
+        parser.error(str(e))
     worker = WorkerConfig(
         master_url=_master_url(args.master or "", pinned=pinned),
         join=join,
-        env_allow=tuple(n.strip() for n in args.env_allow.split(",") if n.strip()),
+        env_allow=env_allow,
+        limits=limits,
         name=args.name,
         host=socket.gethostname(),
         types=types,
@@ -258,7 +272,12 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
             _log.info("master_found", url=found)
             worker = replace(worker, master_url=found)
         if worker is not None:
-            runtimes = await detect_runtimes(docker_network=worker.docker_network)
+            runtimes = await detect_runtimes(
+                docker_network=worker.docker_network,
+                env_allow=worker.env_allow,
+                work_root=worker.state_dir / "work",
+                limits=worker.limits,
+            )
             stack.push_async_callback(_close, runtimes)
             client = MasterClient(worker.master_url, join=worker.join)
             await stack.enter_async_context(client)

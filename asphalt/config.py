@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from asphalt.limits import NO_LIMITS, Limits
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerConfig:
@@ -22,6 +24,7 @@ class WorkerConfig:
     mdns_interface: str | None = None  # with master_url "auto": where to look for one
     join: str | None = None  # the join token (-join or ASPHALT_JOIN); it may pin the master's TLS
     env_allow: tuple[str, ...] = ()  # worker variables host jobs may see: names or PREFIX_*
+    limits: Limits = NO_LIMITS  # defaults for a docker job's memory, CPUs and processes
     flush_interval_s: float = 1.0
     flush_bytes: int = 64 << 10
 

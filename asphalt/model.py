@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
+from asphalt.limits import NO_LIMITS, Limits
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -115,6 +117,7 @@ class JobInput:
     backoff: float = 10.0  # seconds before the first retry, doubled for each one after
     # The names of its secrets; their values are stored apart and never shown (Store.secrets).
     secrets: tuple[str, ...] = ()
+    limits: Limits = NO_LIMITS  # memory, CPUs and processes; a worker's defaults fill the rest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +168,8 @@ class Job:
     history: tuple[Attempt, ...] = ()
     retried: int = 0  # retries used since the job was created or rerun
     not_before: float | None = None  # a retry waits out its backoff until then (wall time)
+    # What the worker applied to its last attempt (clean env, hardening, limits), as it said.
+    applied: Mapping[str, Any] | None = None
 
     def to(self, state: JobState, **changes: Any) -> Self:
         """The job moved to `state`, if the transition table allows it."""
@@ -188,6 +193,7 @@ class Job:
             cancel_requested=False,
             history=history,
             not_before=None,
+            applied=None,
         )
 
     def last_attempt(self) -> Attempt:
@@ -228,6 +234,10 @@ class Job:
             body["backoff"] = spec.backoff
         if spec.secrets:
             body["secrets"] = dict.fromkeys(spec.secrets, MASK)
+        if spec.limits != NO_LIMITS:
+            body["limits"] = spec.limits.view()
+        if self.applied is not None:
+            body["applied"] = dict(self.applied)
         if reason or self.reason:
             body["reason"] = reason or self.reason
         if output is not None:

@@ -132,6 +132,7 @@ class Lease:
     runtime: str
     # Set in the job's environment like env; their values are masked in its output.
     secrets: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)  # Limits.view(): memory, cpus, pids
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +174,7 @@ class Finish:
     # The slot is free again: answer with the next job if one is queued now (no waiting), so a
     # busy worker does not need a lease call between jobs.
     next: bool = False
+    applied: dict[str, Any] | None = None  # what the runtime applied (Runtime.applied)
 
     @classmethod
     def parse(cls, data: Any) -> Finish:
@@ -193,7 +195,28 @@ class Finish:
             started_at=_time(data, "started_at"),
             ended_at=_time(data, "ended_at"),
             next=_flag(data, "next"),
+            applied=_applied(data.get("applied")),
         )
+
+
+MAX_APPLIED = 64  # keys in `applied`; each a short name with a plain value or a list of names
+
+
+def _applied(value: Any) -> dict[str, Any] | None:
+    """What a runtime applied: a small flat object of names to plain values."""
+    if value is None:
+        return None
+    plain = (str, int, float, bool, type(None))
+    if not isinstance(value, dict) or len(value) > MAX_APPLIED:
+        raise BadRequest(
+            f"applied must be an object of at most {MAX_APPLIED} keys", field="applied"
+        )
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        short = all(len(str(i)) <= 200 for i in items) and len(items) <= 64
+        if len(key) > 64 or not all(isinstance(i, plain) for i in items) or not short:
+            raise BadRequest(f"applied.{key} must be a short plain value", field="applied")
+    return value
 
 
 def to_json(message: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asphalt.errors import BadRequest
+from asphalt.limits import parse_limits
 from asphalt.model import JobInput, Role, Scope
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -17,6 +18,7 @@ JOB_FIELDS = (
     "container",
     "env",
     "secrets",
+    "limits",
     "timeout",
     "types",
     "runtime",
@@ -137,6 +139,7 @@ def parse_job(body: Any, where: str) -> JobInput:
         container=container,
         env=env,
         secrets=tuple(sorted(secrets)),
+        limits=parse_limits(body.get("limits"), _at(where, "limits")),
         timeout=_timeout(body.get("timeout"), _at(where, "timeout")),
         retries=_count(body.get("retries"), _at(where, "retries")),
         backoff=_backoff(body.get("backoff"), _at(where, "backoff")),

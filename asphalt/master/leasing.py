@@ -145,6 +145,7 @@ class Leasing:
             timeout=spec.timeout,
             runtime=spec.runtime,
             secrets=self.store.secrets(job.id) if spec.secrets else {},
+            limits=spec.limits.view(),
         )
 
     def _release(self, job: Job) -> None:
@@ -227,6 +228,7 @@ class Leasing:
             reason=fin.reason,
             started_at=fin.started_at,
             ended_at=fin.ended_at,
+            applied=fin.applied,
         )
         self._end(ended)
         return ended

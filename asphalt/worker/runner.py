@@ -7,10 +7,11 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
+from asphalt.limits import parse_limits
 from asphalt.protocol import Finish, Lease
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
@@ -38,6 +39,7 @@ class RunningJob:
     lease: Lease
     task: asyncio.Task[int] | None = None
     stop_as: str | None = None  # a key of STOPS once asked to stop
+    applied: dict[str, Any] | None = None  # what its runtime applied, told with the finish
     started_at: float = field(default_factory=time.time)
 
     def stop(self, why: str) -> None:
@@ -90,6 +92,7 @@ class Runner:
                 started_at=entry.started_at,
                 ended_at=ended,
                 next=want_next(),
+                applied=entry.applied,
             )
             # A retry after a lost answer asks again, and the master sends the same job again.
             following = await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
@@ -118,7 +121,9 @@ class Runner:
             container=lease.container,
             env={**lease.env, **lease.secrets},
             worker_id=worker,
+            limits=parse_limits(lease.limits, "limits"),
         )
+        entry.applied = runtime.applied(spec)
         entry.task = asyncio.create_task(runtime.run(spec, sink, grace_s=self.config.grace_s))
         try:
             done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
+from asphalt.limits import NO_LIMITS, Limits
 from asphalt.model import (
     Attempt,
     Job,
@@ -61,6 +62,7 @@ def job(raw: bytes) -> Job:
     spec = d["spec"]
     spec["types"] = tuple(spec["types"])
     spec["secrets"] = tuple(spec.get("secrets", ()))
+    spec["limits"] = Limits(**spec["limits"]) if spec.get("limits") else NO_LIMITS
     d["spec"] = JobInput(**spec)
     d["state"] = JobState(d["state"])
     d["role"] = Role(d["role"])
