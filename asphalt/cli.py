@@ -203,7 +203,8 @@ def parse(
         grace_s=args.grace,
         # A worker of its own stops with the master: its jobs go back to the queue at once.
         drain_s=args.drain if args.master else 0.0,
-        state_dir=Path(args.state) if args.state else _state_dir(args),
+        state_dir=(state := Path(args.state) if args.state else _state_dir(args)),
+        work_dir=state / "work" if args.master else None,
         mdns_interface=args.mdns_interface,
     )
     if args.master:
@@ -275,7 +276,7 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
             runtimes = await detect_runtimes(
                 docker_network=worker.docker_network,
                 env_allow=worker.env_allow,
-                work_root=worker.state_dir / "work",
+                work_root=worker.work_dir,
                 limits=worker.limits,
             )
             stack.push_async_callback(_close, runtimes)

@@ -103,6 +103,7 @@ class Agent:
         """Keep one long-poll open while a slot is free, until the worker drains."""
         failures = 0
         draining = asyncio.create_task(self._draining.wait())
+        polling: asyncio.Task[Lease | None] | None = None
         try:
             while not self._draining.is_set():
                 await self._slots.acquire()
@@ -135,6 +136,10 @@ class Agent:
                 group.create_task(self._run(lease), name=f"job-{lease.job}")
         finally:
             draining.cancel()
+            if polling is not None:  # stopped by another task's error: this poll's is moot
+                polling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MasterError):
+                    await polling
 
     async def _run(self, lease: Lease) -> None:
         """Run jobs in one slot: this one, then each the master sends back with a finish."""
