@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,25 @@ REGISTRATION = {
 }
 
 
-async def register(session: aiohttp.ClientSession, base: str, slots: int = 1) -> str:
+@dataclass(frozen=True)
+class Sim:
+    """A simulated worker: its id, and the header that carries its credential."""
+
+    id: str
+    headers: dict[str, str]
+
+
+async def register(session: aiohttp.ClientSession, base: str, join: str, slots: int = 1) -> Sim:
     body = dict(REGISTRATION, slots=slots)
-    welcome = await post_json(session, f"{base}/_worker/register", body)
-    worker: str = welcome["worker"]
-    return worker
+    headers = {"Authorization": f"Bearer {join}"}
+    welcome = await post_json(session, f"{base}/_worker/register", body, headers=headers)
+    return Sim(welcome["worker"], {"Authorization": f"Bearer {welcome['secret']}"})
 
 
-async def lease(session: aiohttp.ClientSession, base: str, worker: str) -> dict[str, Any] | None:
+async def lease(session: aiohttp.ClientSession, base: str, worker: Sim) -> dict[str, Any] | None:
     """One long-poll; None on a 204 (nothing to do within the hold)."""
-    async with session.post(f"{base}/_worker/{worker}/lease", json={}) as r:
+    path = f"{base}/_worker/{worker.id}/lease"
+    async with session.post(path, json={}, headers=worker.headers) as r:
         if r.status == 204:
             return None
         if r.status != 200:
@@ -40,7 +50,7 @@ async def lease(session: aiohttp.ClientSession, base: str, worker: str) -> dict[
 
 
 async def finish(
-    session: aiohttp.ClientSession, base: str, worker: str, got: dict[str, Any]
+    session: aiohttp.ClientSession, base: str, worker: Sim, got: dict[str, Any]
 ) -> None:
     now = time.time()
     body = {
@@ -51,16 +61,17 @@ async def finish(
         "started_at": now,
         "ended_at": now,
     }
-    await post_json(session, f"{base}/_worker/{worker}/jobs/{got['job']}/finish", body, 200)
+    path = f"{base}/_worker/{worker.id}/jobs/{got['job']}/finish"
+    await post_json(session, path, body, 200, headers=worker.headers)
 
 
-async def measure(base: str, samples: int, warmup: int = 5) -> dict[str, list[float]]:
+async def measure(base: str, join: str, samples: int, warmup: int = 5) -> dict[str, list[float]]:
     """Dispatch latency with one simulated idle worker; also the create call's own time."""
     dispatch: list[float] = []
     create: list[float] = []
     async with aiohttp.ClientSession() as session:
         await post_json(session, f"{base}/", {"name": "b2"})
-        worker = await register(session, base)
+        worker = await register(session, base, join)
         for i in range(warmup + samples):
             polling = asyncio.create_task(lease(session, base, worker))
             await asyncio.sleep(0.03)  # the lease call is parked on the master by now
@@ -82,7 +93,7 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     master = Master(workdir, ["-no-worker"])
     await master.start()
     try:
-        figures = await measure(master.url, 40 if quick else 300)
+        figures = await measure(master.url, master.join, 40 if quick else 300)
     finally:
         master.stop()
     d = figures["dispatch_s"]

@@ -23,12 +23,12 @@ async def measure(master: Master, workers: int, jobs: int) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=POLL_HOLD_S + 30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        idle = await b2.measure(base, 100)  # B2 on this master while it is idle
+        idle = await b2.measure(base, master.join, 100)  # B2 on this master while it is idle
         await asyncio.sleep(0.5)
         rss_before = rss_bytes(pid)
-        ids = [await b2.register(session, base) for _ in range(workers)]
+        ids = [await b2.register(session, base, master.join) for _ in range(workers)]
 
-        async def worker(me: str) -> None:
+        async def worker(me: b2.Sim) -> None:
             while True:
                 asked = time.perf_counter()
                 lease = await b2.lease(session, base, me)

@@ -28,7 +28,7 @@ SUBMITTERS = 4
 BACKLOG = 400  # jobs created but not yet finished
 
 
-async def fill(base: str, want_jobs: int, limit_s: float) -> int:
+async def fill(base: str, join: str, want_jobs: int, limit_s: float) -> int:
     """Create tasks and finish their jobs with simulated workers; returns the jobs that ended."""
     tasks_made = 0
     finished = 0
@@ -48,7 +48,7 @@ async def fill(base: str, want_jobs: int, limit_s: float) -> int:
 
         async def worker() -> None:
             nonlocal finished
-            me = await register(session, base)
+            me = await register(session, base, join)
             while True:
                 got = await lease(session, base, me)
                 if got is not None:
@@ -77,7 +77,7 @@ async def run(workdir: Path, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     await master.start()
     t0 = time.perf_counter()
     try:
-        jobs = await fill(master.url, want, limit_s)
+        jobs = await fill(master.url, master.join, want, limit_s)
     finally:
         master.stop()
     fill_s = time.perf_counter() - t0

@@ -121,6 +121,12 @@ class Master:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def join(self) -> str:
+        """The join token the master keeps in its data directory."""
+        assert self.data is not None
+        return (self.data / "join.token").read_text().strip()
+
     def argv(self) -> list[str]:
         assert self.data is not None
         return [
@@ -156,7 +162,15 @@ class Master:
 async def start_worker(workdir: Path, master: Master, flags: list[str]) -> Proc:
     """A separate worker process for `master`, started and registered."""
     name = f"worker-{master.port}"
-    argv = [sys.executable, "-m", "asphalt", "-master", f"{HOST}:{master.port}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "asphalt",
+        "-master",
+        f"{HOST}:{master.port}",
+        "-join",
+        master.join,
+    ]
     argv += ["-state", str(workdir / f"{name}-state"), "-log", "json", *flags]
     proc = Proc(name, argv, workdir / f"{name}.log")
     proc.start()
@@ -174,8 +188,14 @@ async def start_worker(workdir: Path, master: Master, flags: list[str]) -> Proc:
     raise RuntimeError(f"{name} did not register within 30 s")
 
 
-async def post_json(session: aiohttp.ClientSession, url: str, body: Any, expect: int = 201) -> Any:
-    async with session.post(url, json=body) as r:
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Any,
+    expect: int = 201,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    async with session.post(url, json=body, headers=headers) as r:
         data = await r.json(content_type=None) if r.status != 204 else None
         if r.status != expect:
             raise RuntimeError(f"POST {url} answered {r.status}: {data}")
