@@ -24,7 +24,7 @@ from asphalt.master import addresses, auth
 from asphalt.master.app import SSL_CONTEXT, build_app, stop_accepting
 from asphalt.protocol import parse_join
 from asphalt.worker.agent import Agent
-from asphalt.worker.client import MasterClient, pin_of
+from asphalt.worker.client import MasterClient, pin_of, proves_pin
 from asphalt.worker.runtimes import Runtime, detect_runtimes
 from asphalt.worker.runtimes.base import check_env_allow
 
@@ -183,6 +183,13 @@ def parse(
     pinned = pin_of(join) is not None
     if args.master and pinned and args.master.startswith("http://"):
         parser.error("the join token pins the master's TLS certificate: use -master https://...")
+    if args.master == "auto" and not pinned:
+        # Anyone on the network can advertise a master; only a pin tells the real one apart,
+        # and without one the join token would go to whoever answered first.
+        parser.error(
+            "-master auto needs a join token that pins the master's certificate: start the "
+            "master with -tls auto and use the join token it prints"
+        )
     types = tuple(sorted({t.strip() for t in args.types.split(",") if t.strip()}))
     try:
         env_allow = check_env_allow(n.strip() for n in args.env_allow.split(",") if n.strip())
@@ -227,6 +234,7 @@ def parse(
         tls=args.tls,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        own_worker=not args.no_worker,
     )
     # The worker of its own reaches it on loopback; its join token comes in-process at start.
     worker = replace(worker, master_url=addresses.local_base(master), join=None)
@@ -269,7 +277,10 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
                 )
         agent = None
         if worker is not None and worker.master_url == "auto":
-            found = await discovery.find_master(interface=worker.mdns_interface)
+            pin = pin_of(worker.join) or ""  # parse() let auto through with a pin only
+            found = await discovery.find_master(
+                interface=worker.mdns_interface, accept=lambda url: proves_pin(url, pin)
+            )
             _log.info("master_found", url=found)
             worker = replace(worker, master_url=found)
         if worker is not None:

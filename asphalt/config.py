@@ -52,6 +52,7 @@ class MasterConfig:
     tls: str | None = None  # "auto": a self-signed certificate kept in the data directory
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    own_worker: bool = False  # it runs a worker of its own (whose host jobs run on this box)
 
     @property
     def scheme(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
@@ -49,8 +49,14 @@ async def advertised(
         await zc.async_close()
 
 
-async def find_master(*, interface: str | None = None, timeout_s: float = 10.0) -> str:
-    """The URL of the first master that answers on the network."""
+async def find_master(
+    *,
+    interface: str | None = None,
+    timeout_s: float = 10.0,
+    accept: Callable[[str], Awaitable[bool]] | None = None,
+) -> str:
+    """The URL of the first master that answers on the network (and that `accept` takes:
+    a worker passes a check of its pin, so a master that cannot prove it is passed over)."""
     zc = _zeroconf(interface)
     names: asyncio.Queue[str] = asyncio.Queue()
 
@@ -66,10 +72,10 @@ async def find_master(*, interface: str | None = None, timeout_s: float = 10.0) 
             while True:
                 info = AsyncServiceInfo(SERVICE, await names.get())
                 if await info.async_request(zc.zeroconf, 3000) and info.parsed_addresses():
-                    # A worker whose join token pins a certificate checks it on every call, so
-                    # a master found here that cannot prove the pin is refused at registration.
-                    scheme = info.properties.get(b"scheme") or b"http"
-                    return f"{scheme.decode()}://{info.parsed_addresses()[0]}:{info.port}"
+                    scheme = (info.properties.get(b"scheme") or b"http").decode()
+                    url = f"{scheme}://{info.parsed_addresses()[0]}:{info.port}"
+                    if accept is None or await accept(url):
+                        return url
     except TimeoutError as e:
         raise Unavailable(
             f"no asphalt master answered on the network within {timeout_s:g} s"

@@ -67,3 +67,10 @@ def test_version_and_help_from_the_executable() -> None:
         [sys.executable, "-m", "asphalt", "-h"], capture_output=True, text=True, check=True
     )
     assert "-master HOST:PORT" in usage.stdout and "-types" in usage.stdout
+
+
+def test_master_auto_needs_a_join_token_that_pins_the_master() -> None:
+    with pytest.raises(SystemExit):
+        parse(["-master", "auto", "-join", "ASPHALT-1-" + "a" * 64])
+    _, worker, _ = parse(["-master", "auto", "-join", f"ASPHALT-1-{'b' * 64}-{'a' * 64}"])
+    assert worker is not None and worker.master_url == "auto"

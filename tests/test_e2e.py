@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Cluster, Proc, join_token, wait_until
@@ -301,12 +304,35 @@ def test_a_worker_keeps_running_through_a_master_crash_and_delivers_when_it_retu
     assert (main["state"], main["output"], main["attempt"]) == ("succeeded", "before\nafter\n", 1)
 
 
-def test_a_worker_finds_an_advertised_master_by_itself(cluster: Cluster) -> None:
-    http = cluster.master("-no-worker", "-advertise", "-name", f"m{cluster.port}")
+def test_a_worker_finds_an_advertised_master_by_itself_and_checks_its_pin(
+    cluster: Cluster,
+) -> None:
+    port, data = cluster.port, cluster.data
+    args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
+    args += ["-no-worker", "-advertise", "-name", f"m{port}", "-tls", "auto"]
+    master = Proc(args, cluster.tmp / "master.log")
+    cluster.procs.append(master)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the worker pins it
+
+    def call(method: str, path: str, body: object = None) -> Any:
+        data_ = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data_, method=method)
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            return json.loads(answer.read())
+
+    wait_until(lambda: call("GET", "/") is not None, 30, "the master to serve over TLS")
+    token = join_token(data)
+    assert token.count("-") == 3  # ASPHALT-1-FINGERPRINT-SECRET: it pins the certificate
     args = ["-master", "auto", "-mdns-interface", "127.0.0.1", "-log", "json", "-name", "finder"]
-    args += ["-state", str(cluster.tmp / "finder-state"), "-join", join_token(cluster.data)]
+    args += ["-state", str(cluster.tmp / "finder-state"), "-join", token]
     cluster.procs.append(Proc(args, cluster.tmp / "finder.log"))
-    http.post("/", {"name": "p"})
-    http.post("/projects/p", {"id": "found", "action": "echo found it"})
-    done = wait_until(lambda: http.task_done("p", "found"), 30, "the worker to find the master")
-    assert done["jobs"]["main"]["workerName"] == "finder"
+    call("POST", "/", {"name": "p"})
+    call("POST", "/projects/p", {"id": "found", "action": "echo found it"})
+
+    def done() -> Any:
+        task = call("GET", "/projects/p/tasks/found")
+        return task if task["status"] == "complete" else None
+
+    finished = wait_until(done, 30, "the worker to find the master")
+    assert finished["jobs"]["main"]["workerName"] == "finder"

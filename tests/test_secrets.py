@@ -108,3 +108,17 @@ def test_a_secret_may_not_be_named_in_env_too_nor_be_empty(cluster: Cluster) -> 
     assert status == 400 and answer["field"] == "secrets", answer
     body = json.dumps(http.get("/projects/p"))
     assert '"tasks": []' in body  # nothing half made
+
+
+@pytest.mark.parametrize(
+    ("secrets", "text"),
+    [(["hunter2", "hunter2@db.internal"], b"password is hunter2"), (["abab"], b"ababab")],
+    ids=["a-secret-that-begins-another", "a-secret-that-overlaps-itself"],
+)
+async def test_what_is_held_back_at_the_end_is_masked_too(secrets: list[str], text: bytes) -> None:
+    pieces = Pieces()
+    masker = Masker(pieces, secrets)
+    await masker.write(text)
+    await masker.flush()
+    assert secrets[0].encode() not in b"".join(pieces.seen), pieces.seen
+    assert masker.text(f"could not run: {secrets[0]}") == "could not run: ***"

@@ -7,8 +7,24 @@ from aiohttp import web
 from asphalt.master import auth
 from asphalt.master.http import SCHEDULER, read_json, reply
 from asphalt.master.inputs import parse_token
+from asphalt.model import Scope
 
 routes = web.RouteTableDef()
+# A submit token can run host jobs on the master's own worker, as the master's user, on its box:
+# such a job could read admin.token or call the API from loopback. Said when one is made.
+OWN_WORKER_WARNING = (
+    "this master runs a worker of its own, whose host jobs run as the master's user on its "
+    "box: a job sent with this token could read the master's data directory (admin.token) or "
+    "call it from loopback. To keep scopes apart, start the master with -no-worker and run "
+    "workers on other machines"
+)
+
+
+def token_warning(request: web.Request, scope: Scope) -> str | None:
+    own = request.config_dict[SCHEDULER].config.own_worker
+    return OWN_WORKER_WARNING if own and scope is Scope.SUBMIT else None
+
+
 WORKER_COMMAND = web.AppKey("worker_command", str)  # how to start a worker, without the token
 
 
@@ -28,7 +44,10 @@ async def create_token(request: web.Request) -> web.Response:
     credentials = request.config_dict[auth.CREDENTIALS]
     token, secret = credentials.create(given.name, given.scope, given.projects)
     # The secret is in this answer and nowhere else: the master keeps only its hash.
-    return reply({**token.view(), "token": secret}, 201)
+    answer = {**token.view(), "token": secret}
+    if warning := token_warning(request, given.scope):
+        answer["warning"] = warning
+    return reply(answer, 201)
 
 
 @routes.delete("/tokens/{token}", name="revoke_token")

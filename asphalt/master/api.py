@@ -225,7 +225,7 @@ async def list_workers(request: web.Request) -> web.Response:
     every = request.query.get("all", "false")
     if every not in ("true", "false", "1", "0"):
         raise BadRequest("all must be true or false", field="all")
-    views = scheduler.registry.views(
-        scheduler.now_m(), now=scheduler.now(), every=every in ("true", "1")
-    )
+    who = auth.caller(request)
+    sees = who.sees if who.projects else None
+    views = render.worker_views(scheduler, sees, every=every in ("true", "1"))
     return reply({"workers": views})

@@ -53,7 +53,7 @@ def _tls(app: web.Application, config: MasterConfig) -> str | None:
     if config.tls_cert is not None and config.tls_key is not None:
         cert, key = config.tls_cert, config.tls_key
     elif config.tls == "auto":
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         names = sorted(addresses.own_names(config))
         cert, key = tls.self_signed(config.data_dir, names=names)
     else:

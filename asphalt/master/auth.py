@@ -8,7 +8,6 @@ decides for the routes of its own app only, so no route can opt out by itself.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +20,21 @@ from asphalt.master.http import SCHEDULER, Handler, wants_html
 from asphalt.model import Project, Scope, Token
 
 SESSION_COOKIE = "asphalt_session"
-FORWARDING = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
+# Headers a proxy adds: a request carrying any came through one, so it is not "from this box".
+# (A proxy that adds none, such as a TCP forwarder or nginx's default proxy_pass, cannot be
+# told apart: a box with one needs -auth always; docs/security.md.)
+FORWARDING = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+    "CF-Connecting-IP",
+    "X-Original-Forwarded-For",
+    "Via",
+)
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # Routes anyone may reach: the login page needs them (the rest of the page is static files).
 OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static"})
@@ -135,12 +148,13 @@ def host_name(request: web.Request) -> str:
 
 
 def _is_loopback(address: object) -> bool:
-    if not isinstance(address, tuple) or not address:
+    """Whether a socket address is on loopback (127.0.0.0/8, ::1, or 127.x mapped to IPv6).
+
+    Plain string tests rather than the ipaddress module: this runs on every request."""
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
         return False
-    try:
-        return ipaddress.ip_address(str(address[0]).partition("%")[0]).is_loopback
-    except ValueError:
-        return False
+    host = address[0]
+    return host.startswith(("127.", "::ffff:127.")) or host == "::1"
 
 
 def from_this_box(request: web.Request) -> bool:

@@ -91,8 +91,8 @@ class Credentials:
         if held is not None and self.api(held, touch=False) is not None:
             return held
         # No file, or its token was revoked: a new one, so the master's user always has one.
-        stale = [t.id for t in self._tokens.values() if t.name == ADMIN_NAME and not t.parent]
-        self._forget(stale)
+        if held is not None:  # the file's own token, if it still names one: it is replaced
+            self._forget([held.removeprefix(TOKEN_PREFIX).partition("_")[0]])
         _, secret = self.create(ADMIN_NAME, Scope.ADMIN, ())
         write_private(path, secret)
         _log.info("admin_token_made", file=str(path))
@@ -233,6 +233,7 @@ class Credentials:
         self._tokens[token.id] = token
 
     def _forget(self, ids: list[str]) -> None:
+        ids = [i for i in ids if i in self._tokens]
         if ids:
             self._store.delete_tokens(ids)
             for token_id in ids:

@@ -295,6 +295,12 @@ def parse_token(body: Any) -> TokenInput:
             "every project",
             field="projects",
         )
+    if scope == Scope.ADMIN and projects:
+        raise BadRequest(
+            "an admin token is for every project (it makes tokens and manages workers); "
+            "give a read or submit token projects instead",
+            field="projects",
+        )
     return TokenInput(
         name=_name(body["name"], "name"),
         scope=Scope(scope),

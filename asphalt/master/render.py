@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from asphalt.master.scheduler import Scheduler
@@ -32,6 +33,21 @@ def job_view(
     if name is not None:
         body["workerName"] = name
     return body
+
+
+def worker_views(
+    scheduler: Scheduler, sees: Callable[[Project], bool] | None, *, every: bool = False
+) -> list[dict[str, Any]]:
+    """The workers; with `sees`, each lists only the running jobs of projects it lets through
+    (a token limited to some projects does not learn the others' job ids)."""
+    views = scheduler.registry.views(scheduler.now_m(), now=scheduler.now(), every=every)
+    if sees is None:
+        return views
+    for view in views:
+        jobs = scheduler.store.jobs(view["running"])
+        projects = {j.project: scheduler.store.project(j.project) for j in jobs}
+        view["running"] = [j.id for j in jobs if (p := projects[j.project]) and sees(p)]
+    return views
 
 
 def run_summary(scheduler: Scheduler, run: Run) -> dict[str, Any]:

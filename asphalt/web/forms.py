@@ -133,7 +133,8 @@ async def create_token(request: web.Request, form: MultiDictProxy[str]) -> web.S
         }
     )
     token, secret = request.app[auth.CREDENTIALS].create(given.name, given.scope, given.projects)
-    return await pages.tokens(request, made={**token.view(), "token": secret})
+    made = {**token.view(), "token": secret, "warning": admin.token_warning(request, given.scope)}
+    return await pages.tokens(request, made=made)
 
 
 async def revoke_token(request: web.Request, form: MultiDictProxy[str]) -> str:

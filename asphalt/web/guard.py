@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from asphalt.master import auth
 from asphalt.master.http import reply
 
 COOKIE = "asphalt_csrf"
@@ -51,7 +52,10 @@ def _new(request: web.Request) -> str:
 def remember(request: web.Request, response: web.StreamResponse) -> None:
     """Set the cookie if this request made a new token."""
     if COOKIE in request and COOKIE not in request.cookies:
-        response.set_cookie(COOKIE, request[COOKIE], httponly=True, samesite="Strict", path="/")
+        secure = request.config_dict[auth.SETTINGS].tls
+        response.set_cookie(
+            COOKIE, request[COOKIE], httponly=True, samesite="Strict", path="/", secure=secure
+        )
 
 
 def sign(request: web.Request, message: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import aiohttp_jinja2
 from aiohttp import web
 
@@ -16,9 +18,14 @@ BAD_TOKEN = "That token is not valid (it may have been revoked). Paste a current
 
 def _safe_next(raw: str | None) -> str:
     """Where to go after signing in: a path on this master only, never another site."""
-    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+    if not raw or not raw.startswith("/") or "\\" in raw:
         return "/"
-    return "/" if raw.startswith("/login") else raw
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        return "/"  # a browser drops tabs and newlines: "/\t/evil.example" would be "//evil..."
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or raw.startswith("//") or parts.path.startswith("/login"):
+        return "/"
+    return raw
 
 
 async def page(

@@ -70,7 +70,7 @@ async def dashboard(request: web.Request) -> web.Response:
             if t.created_at >= since and _outcome(scheduler, t) == "failed"
         )
         projects.append({"project": project.view(), "tasks": views})
-    workers = scheduler.registry.views(scheduler.now_m(), now=scheduler.now())
+    workers = render.worker_views(scheduler, who.sees if who.projects else None)
     live = any(_in_flight(t) for p in projects for t in p["tasks"])
     return _page(
         request,
@@ -181,7 +181,8 @@ async def job(request: web.Request) -> web.Response:
 async def workers(request: web.Request, *, join: dict[str, str] | None = None) -> web.Response:
     """The workers; after a new join token was made, with the command that uses it (once)."""
     scheduler = request.app[SCHEDULER]
-    views = scheduler.registry.views(scheduler.now_m(), now=scheduler.now())
+    who = auth.caller(request)
+    views = render.worker_views(scheduler, who.sees if who.projects else None)
     context = {
         "workers": views,
         "live": join is None,  # a page that shows a secret once does not reload itself

@@ -89,7 +89,10 @@ class Agent:
             except MasterError as e:
                 url = self.client.base_url
                 _log.warning("register_failed", master=url, error=str(e), retry_s=backoff(attempt))
-                await asyncio.sleep(backoff(attempt))
+                with contextlib.suppress(TimeoutError):  # a stop while it waits ends the wait
+                    await asyncio.wait_for(self._draining.wait(), backoff(attempt))
+                if self._draining.is_set():
+                    return  # stopped before it ever joined: nothing to hand back
                 attempt += 1
         self.worker_id = welcome.worker
         self._claims.append(leftovers.Claim(self.config.state_dir, self.worker_id))

@@ -38,6 +38,22 @@ def pin_of(join: str | None) -> str | None:
     return parsed[1] if parsed else None
 
 
+async def proves_pin(url: str, pin: str) -> bool:
+    """Whether the master at `url` serves HTTPS with the certificate `pin` names."""
+    if not url.startswith("https://"):
+        return False
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url + "/login", ssl=aiohttp.Fingerprint(bytes.fromhex(pin))) as response,
+        ):
+            await response.read()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False
+    return True
+
+
 class MasterClient:
     def __init__(
         self, base_url: str, *, join: str | None = None, poll_hold_s: float = 25.0

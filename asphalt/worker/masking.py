@@ -34,8 +34,14 @@ class Masker:
     async def flush(self) -> None:
         """Send what was held back: the output has ended."""
         held, self._held = self._held, b""
-        if held:
-            await self._sink(held)
+        if held:  # it may hold a whole secret: one that begins another, or overlaps itself
+            await self._sink(self._mask(held))
+
+    def text(self, text: str | None) -> str | None:
+        """A message (a failure's reason) with the secrets in it masked."""
+        if text is None or not self._secrets:
+            return text
+        return self._mask(text.encode()).decode("utf-8", "replace")
 
     def _mask(self, data: bytes) -> bytes:
         for secret in self._secrets:

@@ -74,6 +74,7 @@ class Runner:
         try:
             state, status, reason = await self._execute(worker, entry, masker.write)
             await masker.flush()
+            reason = masker.text(reason)
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +123,7 @@ class Runner:
             env={**lease.env, **lease.secrets},
             worker_id=worker,
             limits=parse_limits(lease.limits, "limits"),
+            secret_names=tuple(lease.secrets),
         )
         entry.applied = runtime.applied(spec)
         entry.task = asyncio.create_task(runtime.run(spec, sink, grace_s=self.config.grace_s))

@@ -26,7 +26,8 @@ _PATH_PAGES = 8  # pages a put may copy on its way down the tree (copy-on-write)
 
 def open_env(path: Path, *, map_size: int, max_dbs: int) -> lmdb.Environment:
     """The store's LMDB environment, in the directory `path`."""
-    return lmdb.open(str(path), map_size=map_size, max_dbs=max_dbs, subdir=True)
+    # The store holds job secrets and token hashes: only the master's user may read it.
+    return lmdb.open(str(path), map_size=map_size, max_dbs=max_dbs, subdir=True, mode=0o600)
 
 
 class Batches:

@@ -34,6 +34,14 @@ _DBS = (
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
 
 
+def private(*paths: Path) -> None:
+    """Make the store readable by the master's user only (older versions left it open to all;
+    a data directory that was there already is left as it is, it may be the working one)."""
+    for path in paths:
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 def _task_key(project: str, task: str) -> bytes:
     return project.encode() + _SEP + task.encode()
 
@@ -51,7 +59,9 @@ class Store:
     """Plain records in, plain records out; writes are grouped (see Batches)."""
 
     def __init__(self, path: Path, *, map_size: int = 8 << 30) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a data dir it makes
+        path.mkdir(mode=0o700, exist_ok=True)
+        private(path, *(path / name for name in ("data.mdb", "lock.mdb")))
         # LMDB lets two processes share a store; two masters on one store would both dispatch.
         self._lock = (path / "master.lock").open("a")
         try:

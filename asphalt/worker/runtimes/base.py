@@ -47,6 +47,7 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     worker_id: str = ""
     limits: Limits = NO_LIMITS  # the job's own; the worker's defaults fill in the rest
+    secret_names: tuple[str, ...] = ()  # which of env are secrets: never put on a command line
 
 
 class RuntimeFailure(Exception):

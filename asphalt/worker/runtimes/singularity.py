@@ -126,7 +126,12 @@ class SingularityRuntime:
         """The job's env as `--env` flags, and as variables for what a flag cannot carry."""
         apptainer = "apptainer" in Path(self._binary or "").name
         prefix = "APPTAINERENV_" if apptainer else "SINGULARITYENV_"
-        return env_flags({**spec.env, **job_env(spec)}, prefix)
+        env = {**spec.env, **job_env(spec)}
+        secret = set(spec.secret_names)
+        # A secret goes in a variable, never in argv, where any user of the box could read it.
+        flags, prefixed = env_flags({k: v for k, v in env.items() if k not in secret}, prefix)
+        prefixed |= {prefix + k: v for k, v in env.items() if k in secret}
+        return flags, prefixed
 
 
 def env_flags(env: Mapping[str, str], prefix: str) -> tuple[list[str], dict[str, str]]:
