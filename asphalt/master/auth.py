@@ -102,6 +102,7 @@ ErrorPage = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 _CALLER = web.RequestKey("caller", Caller)
 _ADMIN = Caller(via="off", scope=Scope.ADMIN)
+_LOCAL = Caller(via="loopback", scope=Scope.ADMIN)
 
 
 def caller(request: web.Request) -> Caller:
@@ -195,7 +196,7 @@ def _identify(request: web.Request) -> Caller:
     if settings.mode is Mode.OFF:
         return _ADMIN
     if settings.mode is Mode.LOCAL and from_this_box(request):
-        return Caller(via="loopback", scope=Scope.ADMIN)
+        return _LOCAL
     raise Unauthorized(NO_TOKEN)
 
 

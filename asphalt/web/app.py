@@ -88,5 +88,9 @@ SECURITY_HEADERS = {
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+    """On every answer: nothing is sniffed into something else. On all but JSON (pages, text
+    a job printed, static files): CSP, no framing, no referrer beyond this master."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type != "application/json":
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)

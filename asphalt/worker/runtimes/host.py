@@ -67,12 +67,21 @@ async def fresh_workdir(root: Path, spec: JobSpec) -> AsyncIterator[Path]:
     try:
         yield path
     finally:
-        removing = asyncio.ensure_future(asyncio.to_thread(_remove_tree, path))
-        try:
-            await asyncio.shield(removing)
-        except asyncio.CancelledError:  # cancelled again meanwhile: still leave nothing
-            await asyncio.wait({removing})
-            raise
+        if not _removed_if_empty(path):  # most jobs leave it empty: no thread needed then
+            removing = asyncio.ensure_future(asyncio.to_thread(_remove_tree, path))
+            try:
+                await asyncio.shield(removing)
+            except asyncio.CancelledError:  # cancelled again meanwhile: still leave nothing
+                await asyncio.wait({removing})
+                raise
+
+
+def _removed_if_empty(path: Path) -> bool:
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
 
 
 class HostRuntime:
@@ -83,18 +92,20 @@ class HostRuntime:
     def __init__(self, *, env_allow: Iterable[str] = (), work_root: Path | None = None) -> None:
         self._env_allow = check_env_allow(env_allow)
         self._work_root = DEFAULT_WORK_ROOT if work_root is None else work_root
+        # The worker's environment does not change while it runs: what jobs get of it neither.
+        self._given = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow)}
 
     async def available(self) -> bool:
         return True
 
     def applied(self, spec: JobSpec) -> dict[str, Any]:
-        passed = passed_env(worker_env(self._env_allow), spec.env, job_env(spec))
+        passed = passed_env(self._given, spec.env, job_env(spec))
         applied = {"runtime": "host", "cleanEnv": True, "envAllowed": passed, "workdir": "fresh"}
         return {**applied, **NONE_ENFORCED}
 
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         argv = ["/bin/sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
-        env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **spec.env, **job_env(spec)}
+        env = {**self._given, **spec.env, **job_env(spec)}
         async with fresh_workdir(self._work_root, spec) as cwd:
             return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 
