@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from harness import Cluster, Proc, join_token, wait_until
 
+from asphalt import tls
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
@@ -336,3 +338,30 @@ def test_a_worker_finds_an_advertised_master_by_itself_and_checks_its_pin(
 
     finished = wait_until(done, 30, "the worker to find the master")
     assert finished["jobs"]["main"]["workerName"] == "finder"
+
+
+def test_a_master_with_its_own_certificate_pins_it_in_the_join_token(cluster: Cluster) -> None:
+    cert, key = tls.self_signed(cluster.tmp / "mine", names=["127.0.0.1"])
+    port, data = cluster.port, cluster.data
+    args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
+    args += ["-tls-cert", str(cert), "-tls-key", str(key), "-grace", "2"]
+    cluster.procs.append(Proc(args, cluster.tmp / "master.log"))
+    context = ssl.create_default_context(cafile=cert)
+
+    def call(method: str, path: str, body: object = None) -> Any:
+        sent = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", sent, method=method)
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            return json.loads(answer.read())
+
+    wait_until(lambda: call("GET", "/") is not None, 30, "the master to serve over TLS")
+    assert join_token(data).startswith(f"ASPHALT-1-{tls.fingerprint(cert)}-")
+    call("POST", "/", {"name": "p"})
+    call("POST", "/projects/p", {"id": "t", "action": "echo over tls"})
+
+    def done() -> Any:
+        task = call("GET", "/projects/p/tasks/t")
+        return task if task["status"] == "complete" else None
+
+    finished = wait_until(done, 30, "the master's own worker to run it over TLS")
+    assert finished["jobs"]["main"]["output"] == "over tls\n"

@@ -161,6 +161,7 @@ async def test_each_job_runs_in_a_fresh_private_directory_removed_afterwards(
     jobs = [spec(action, worker="w-1") for _ in range(2)]
     outs = [Output(), Output()]
     await asyncio.gather(*(runtime.run(j, o, grace_s=1) for j, o in zip(jobs, outs, strict=True)))
+    await runtime.close()  # removal runs in the background, owned by the runtime
     dirs = []
     for job, out in zip(jobs, outs, strict=True):
         cwd, mode, entries = out.text.split()
@@ -182,13 +183,16 @@ async def test_the_working_directory_is_removed_after_a_cancel(tmp_path: Path) -
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+    await runtime.close()
     assert not is_dir(cwd)
 
 
 async def test_the_working_directory_is_removed_when_the_job_cannot_start(tmp_path: Path) -> None:
     root = tmp_path / "work"
+    runtime = HostRuntime(work_root=root)
     with pytest.raises(RuntimeFailure, match="executable not found"):
-        await HostRuntime(work_root=root).run(spec(["/nonexistent/tool"]), Output(), grace_s=1)
+        await runtime.run(spec(["/nonexistent/tool"]), Output(), grace_s=1)
+    await runtime.close()
     assert list(root.iterdir()) == []
 
 

@@ -153,6 +153,7 @@ async def test_singularity_itself_gets_a_clean_env_and_a_fresh_directory(
     runtime = fake.runtime(env_allow=("SINGULARITY_*",), work_root=root)
     job = spec(fake.image, "true", GREETING="hi")
     assert await runtime.run(job, Output(), grace_s=1) == 0
+    await runtime.close()  # its working directory is removed in the background
     [call] = fake.processes("exec")
     from_worker = set(call["env"]) - JOB_MARKERS
     assert "SINGULARITY_BINDPATH" in from_worker

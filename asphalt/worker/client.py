@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import aiohttp
@@ -131,7 +130,9 @@ class MasterClient:
 
     async def register(self, reg: Registration) -> Welcome:
         """Join with the join token; later calls carry the credential the master answers with."""
-        _, body = await self._call(protocol.REGISTER, json=asdict(reg), credential=self._join or "")
+        _, body = await self._call(
+            protocol.REGISTER, json=protocol.to_json(reg), credential=self._join or ""
+        )
         welcome = Welcome(**body)
         self._secret = welcome.secret
         return welcome
@@ -157,7 +158,9 @@ class MasterClient:
 
     async def finish(self, worker: str, job: str, fin: protocol.Finish) -> Lease | None:
         """Report the end; with fin.next the answer may carry the next job for this slot."""
-        _, body = await self._call(protocol.FINISH.format(worker=worker, job=job), json=asdict(fin))
+        _, body = await self._call(
+            protocol.FINISH.format(worker=worker, job=job), json=protocol.to_json(fin)
+        )
         lease = body.get("lease") if isinstance(body, dict) else None
         return Lease(**lease) if lease else None
 

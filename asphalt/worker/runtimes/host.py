@@ -1,19 +1,14 @@
-"""The host runtime, and what it shares with the singularity runtime: the process-group
-runner, the clean environment and the fresh working directory."""
+"""The host runtime, and what it shares with the singularity runtime: the process-group runner
+and the clean environment (working directories: workdirs.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import os
-import re
-import shutil
 import signal
-import stat
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,7 @@ from .base import (
     passed_env,
     worker_env,
 )
+from .workdirs import WorkDirs
 
 # Every job process carries these, so what a job leaves behind can be found again by its id.
 ENV_JOB = "ASPHALT_JOB_ID"
@@ -44,8 +40,6 @@ _SHORT_JOB_S = 1.0  # far too short for pids to wrap around and reach the job's 
 _UNSURE_LOOKS, _UNSURE_S = 10, 0.01
 _KERNEL_THREAD = 0x00200000  # PF_KTHREAD in /proc/PID/stat flags: never a job's
 
-# Where jobs work when the worker names no directory: one per user in the temp dir.
-DEFAULT_WORK_ROOT = Path(tempfile.gettempdir()) / f"asphalt-work-{os.getuid()}"
 # What applied() says of the limits on a job that runs as a plain process: none are enforced.
 NONE_ENFORCED = {"pidsLimit": None, "memory": None, "cpus": None}
 
@@ -60,30 +54,6 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-@contextlib.asynccontextmanager
-async def fresh_workdir(root: Path, spec: JobSpec) -> AsyncIterator[Path]:
-    """A new, empty, private (0700) directory for one attempt, removed with all it holds."""
-    path = _make_workdir(root, spec)  # a few quick calls, and no cancel can come between them
-    try:
-        yield path
-    finally:
-        if not _removed_if_empty(path):  # most jobs leave it empty: no thread needed then
-            removing = asyncio.ensure_future(asyncio.to_thread(_remove_tree, path))
-            try:
-                await asyncio.shield(removing)
-            except asyncio.CancelledError:  # cancelled again meanwhile: still leave nothing
-                await asyncio.wait({removing})
-                raise
-
-
-def _removed_if_empty(path: Path) -> bool:
-    try:
-        os.rmdir(path)
-    except OSError:
-        return False
-    return True
-
-
 class HostRuntime:
     """Runs `/bin/sh -c ACTION` (or an argv) as a plain process group on this machine."""
 
@@ -91,7 +61,7 @@ class HostRuntime:
 
     def __init__(self, *, env_allow: Iterable[str] = (), work_root: Path | None = None) -> None:
         self._env_allow = check_env_allow(env_allow)
-        self._work_root = DEFAULT_WORK_ROOT if work_root is None else work_root
+        self._dirs = WorkDirs(work_root)
         # The worker's environment does not change while it runs: what jobs get of it neither.
         self._given = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow)}
 
@@ -106,17 +76,18 @@ class HostRuntime:
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         argv = ["/bin/sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
         env = {**self._given, **spec.env, **job_env(spec)}
-        async with fresh_workdir(self._work_root, spec) as cwd:
+        async with self._dirs.fresh(spec) as cwd:
             return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 
     async def close(self) -> None:
-        """Nothing to release; here so every runtime can be closed the same way."""
+        """Wait for the working directories of ended jobs to be removed."""
+        await self._dirs.close()
 
     async def reap(self, worker_id: str) -> list[str]:
-        return await asyncio.to_thread(reap_processes, worker_id, self._work_root)
+        return await asyncio.to_thread(reap_processes, worker_id, self._dirs)
 
 
-def reap_processes(worker_id: str, work_root: Path) -> list[str]:
+def reap_processes(worker_id: str, dirs: WorkDirs) -> list[str]:
     """SIGKILL every process a run of this worker left (found by its env), then remove the
     working directories it left; return the jobs of those processes."""
     if not worker_id:
@@ -135,8 +106,7 @@ def reap_processes(worker_id: str, work_root: Path) -> list[str]:
                 os.kill(int(entry.name), signal.SIGKILL)
             prefix = f"{ENV_JOB}=".encode()
             jobs.update(v[len(prefix) :].decode() for v in env if v.startswith(prefix))
-    for left in work_root.glob(f"{glob.escape(_worker_prefix(worker_id))}*"):
-        _remove_tree(left)
+    dirs.remove_left(worker_id)
     return sorted(jobs)
 
 
@@ -355,47 +325,3 @@ def _read(path: str) -> bytes:
 def _environ(pid: str) -> set[bytes]:
     with open(f"/proc/{pid}/environ", "rb") as file:
         return set(file.read().split(b"\0"))
-
-
-def _make_workdir(root: Path, spec: JobSpec) -> Path:
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        found = os.lstat(root)
-        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
-            # In a shared temp dir another user could have made it first, to watch our work.
-            raise RuntimeFailure(f"work directory {root} is not a directory of this user's")
-        prefix = f"{_worker_prefix(spec.worker_id)}{_safe(spec.job_id)}-{spec.attempt}-"
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))  # mode 0700
-    except OSError as e:
-        raise RuntimeFailure(f"cannot make a working directory in {root}: {e}") from e
-
-
-def _worker_prefix(worker_id: str) -> str:
-    """What the directories of one worker's jobs begin with, so a dead run's can be found."""
-    return f"{_safe(worker_id) or '_'}+"  # never in a _safe name: "w+" is not "w-1+"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove path and all in it, even directories the job made unreadable or unwritable."""
-    try:
-        if path.is_symlink():  # never change anything outside through a link
-            path.unlink()
-        else:
-            shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass  # a directory it cannot list or empty: make them ours again, and try once more
-    with contextlib.suppress(OSError):
-        path.chmod(0o700)
-    for parent, dirs, _ in os.walk(path):
-        for inner in (Path(parent, name) for name in dirs):
-            if not inner.is_symlink():
-                with contextlib.suppress(OSError):
-                    inner.chmod(0o700)
-    shutil.rmtree(path, ignore_errors=True)

@@ -25,13 +25,12 @@ from .base import (
     worker_env,
 )
 from .host import (
-    DEFAULT_WORK_ROOT,
     NONE_ENFORCED,
-    fresh_workdir,
     job_env,
     reap_processes,
     run_process,
 )
+from .workdirs import WorkDirs
 
 # The URI schemes `singularity pull` (and spython) accept; images named so are pulled to the
 # cache once and run from there. Other schemes (docker-daemon://, oci-archive://...) go
@@ -58,7 +57,7 @@ class SingularityRuntime:
         self._cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self._pulls: dict[str, asyncio.Lock] = {}
         self._env_allow = check_env_allow(env_allow)
-        self._work_root = DEFAULT_WORK_ROOT if work_root is None else work_root
+        self._dirs = WorkDirs(work_root)
 
     async def available(self) -> bool:
         return self._binary is not None and os.access(self._binary, os.X_OK)
@@ -82,15 +81,16 @@ class SingularityRuntime:
         argv = [self._binary, "exec", "--cleanenv", "--containall", *flags, image, *command]
         # The markers go on singularity's own process too, so its whole tree can be found.
         env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
-        async with fresh_workdir(self._work_root, spec) as cwd:
+        async with self._dirs.fresh(spec) as cwd:
             return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 
     async def close(self) -> None:
-        """Nothing to release; here so every runtime can be closed the same way."""
+        """Wait for the working directories of ended jobs to be removed."""
+        await self._dirs.close()
 
     async def reap(self, worker_id: str) -> list[str]:
         """Its jobs are host processes (singularity exec), found and ended like host jobs."""
-        return await asyncio.to_thread(reap_processes, worker_id, self._work_root)
+        return await asyncio.to_thread(reap_processes, worker_id, self._dirs)
 
     async def _image(self, container: str) -> str:
         """The image argument for `exec`: a local path, or what a pull put in the cache."""
