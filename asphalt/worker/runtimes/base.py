@@ -69,7 +69,8 @@ class Runtime(Protocol):
       and re-raises `asyncio.CancelledError`.
     - Anything that stops the job from running at all (missing image, daemon unreachable,
       executable not found) raises `RuntimeFailure` with a reason a person can read.
-    - Nothing is left behind: no process group, no container, after `run` returns or raises.
+    - Nothing is left behind: no process group, no container, after `run` returns or raises;
+      a job's working directory is removed in the background, and `close` waits for that.
     """
 
     name: str
