@@ -8,7 +8,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +306,29 @@ def test_a_worker_keeps_running_through_a_master_crash_and_delivers_when_it_retu
     assert (main["state"], main["output"], main["attempt"]) == ("succeeded", "before\nafter\n", 1)
 
 
+Call = Callable[..., Any]
+
+
+def _https(port: int, context: ssl.SSLContext) -> Call:
+    """JSON over HTTPS to a master on loopback (which needs no token there)."""
+
+    def call(method: str, path: str, body: object = None) -> Any:
+        sent = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", sent, method=method)
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            return json.loads(answer.read())
+
+    return call
+
+
+def _complete(call: Call, task: str, what: str) -> Any:
+    def done() -> Any:
+        found = call("GET", f"/projects/p/tasks/{task}")
+        return found if found["status"] == "complete" else None
+
+    return wait_until(done, 30, what)
+
+
 def test_a_worker_finds_an_advertised_master_by_itself_and_checks_its_pin(
     cluster: Cluster,
 ) -> None:
@@ -316,13 +339,7 @@ def test_a_worker_finds_an_advertised_master_by_itself_and_checks_its_pin(
     cluster.procs.append(master)
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the worker pins it
-
-    def call(method: str, path: str, body: object = None) -> Any:
-        data_ = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data_, method=method)
-        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
-            return json.loads(answer.read())
-
+    call = _https(port, context)
     wait_until(lambda: call("GET", "/") is not None, 30, "the master to serve over TLS")
     token = join_token(data)
     assert token.count("-") == 3  # ASPHALT-1-FINGERPRINT-SECRET: it pins the certificate
@@ -331,12 +348,7 @@ def test_a_worker_finds_an_advertised_master_by_itself_and_checks_its_pin(
     cluster.procs.append(Proc(args, cluster.tmp / "finder.log"))
     call("POST", "/", {"name": "p"})
     call("POST", "/projects/p", {"id": "found", "action": "echo found it"})
-
-    def done() -> Any:
-        task = call("GET", "/projects/p/tasks/found")
-        return task if task["status"] == "complete" else None
-
-    finished = wait_until(done, 30, "the worker to find the master")
+    finished = _complete(call, "found", "the worker to find the master")
     assert finished["jobs"]["main"]["workerName"] == "finder"
 
 
@@ -346,22 +358,10 @@ def test_a_master_with_its_own_certificate_pins_it_in_the_join_token(cluster: Cl
     args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
     args += ["-tls-cert", str(cert), "-tls-key", str(key), "-grace", "2"]
     cluster.procs.append(Proc(args, cluster.tmp / "master.log"))
-    context = ssl.create_default_context(cafile=cert)
-
-    def call(method: str, path: str, body: object = None) -> Any:
-        sent = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", sent, method=method)
-        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
-            return json.loads(answer.read())
-
+    call = _https(port, ssl.create_default_context(cafile=cert))
     wait_until(lambda: call("GET", "/") is not None, 30, "the master to serve over TLS")
     assert join_token(data).startswith(f"ASPHALT-1-{tls.fingerprint(cert)}-")
     call("POST", "/", {"name": "p"})
     call("POST", "/projects/p", {"id": "t", "action": "echo over tls"})
-
-    def done() -> Any:
-        task = call("GET", "/projects/p/tasks/t")
-        return task if task["status"] == "complete" else None
-
-    finished = wait_until(done, 30, "the master's own worker to run it over TLS")
+    finished = _complete(call, "t", "the master's own worker to run it over TLS")
     assert finished["jobs"]["main"]["output"] == "over tls\n"

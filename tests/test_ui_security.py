@@ -4,7 +4,6 @@ tokens and workers managed from the pages, framing refused, no inline script, -a
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -16,22 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium, shot
 from harness import REG, Http, Proc, free_port, join_token, start_master, wait_until
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As tests/test_ui.py starts it: Debian's Chromium as root in a sandbox with loopback only.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SESSION_COOKIE = "asphalt_session"
 
 pytestmark = pytest.mark.ui
@@ -105,11 +92,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -140,11 +124,6 @@ def contexts(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
     yield new
     for context in made:
         context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page: Page, token: str) -> None:
