@@ -8,6 +8,8 @@ decides for the routes of its own app only, so no route can opt out by itself.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -101,6 +103,7 @@ LOGIN_PAGE: web.AppKey[LoginPage] = web.AppKey("login_page")
 ErrorPage = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 _CALLER = web.RequestKey("caller", Caller)
+_CONNECTIONS: weakref.WeakKeyDictionary[asyncio.BaseTransport, bool] = weakref.WeakKeyDictionary()
 _ADMIN = Caller(via="off", scope=Scope.ADMIN)
 _LOCAL = Caller(via="loopback", scope=Scope.ADMIN)
 
@@ -163,8 +166,11 @@ def from_this_box(request: web.Request) -> bool:
     transport = request.transport
     if transport is None or any(h in request.headers for h in FORWARDING):
         return False
-    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
-    return _is_loopback(peer) and _is_loopback(local) and host_name(request) in LOOPBACK_NAMES
+    on_loopback = _CONNECTIONS.get(transport)
+    if on_loopback is None:  # once per connection, not per request of a kept-alive one
+        peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        on_loopback = _CONNECTIONS[transport] = _is_loopback(peer) and _is_loopback(local)
+    return on_loopback and host_name(request) in LOOPBACK_NAMES
 
 
 def _host_allowed(request: web.Request, settings: Settings) -> bool:
@@ -179,7 +185,8 @@ def _host_allowed(request: web.Request, settings: Settings) -> bool:
 
 
 def _identify(request: web.Request) -> Caller:
-    credentials, settings = request.config_dict[CREDENTIALS], request.config_dict[SETTINGS]
+    # The user guard runs for the root application's own routes: request.app is that one.
+    credentials, settings = request.app[CREDENTIALS], request.app[SETTINGS]
     presented = _bearer(request)
     if presented is not None:
         token = credentials.api(presented)
