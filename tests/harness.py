@@ -50,10 +50,11 @@ def wait_until(check: Callable[[], T | None], timeout_s: float = 30.0, what: str
 
 
 class Http:
-    """JSON over HTTP to one master, returning (status, body)."""
+    """JSON over HTTP to one master, returning (status, body); with a token, sent on every call."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(
         self,
@@ -68,7 +69,7 @@ class Http:
         request = urllib.request.Request(self.base + path, data=data, method=method)
         # What curl --data sends, to prove the body is read as JSON whatever the type says.
         request.add_header("Content-Type", "application/x-www-form-urlencoded")
-        for key, value in (headers or {}).items():
+        for key, value in {**self.auth, **(headers or {})}.items():
             request.add_header(key, value)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -92,7 +93,8 @@ class Http:
         return answer
 
     def text(self, path: str) -> str:
-        with urllib.request.urlopen(self.base + path, timeout=30) as response:
+        request = urllib.request.Request(self.base + path, headers=self.auth)
+        with urllib.request.urlopen(request, timeout=30) as response:
             return str(response.read().decode())
 
     def task_done(self, project: str, task: str) -> dict[str, Any] | None:

@@ -24,26 +24,6 @@ SESSION_COOKIE = "asphalt_session"
 pytestmark = pytest.mark.ui
 
 
-class Bearer(Http):
-    """The harness's curl-like client, sending a token on every call."""
-
-    def __init__(self, base: str, token: str) -> None:
-        super().__init__(base)
-        self.token = token
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        sent = {"Authorization": f"Bearer {self.token}", **(headers or {})}
-        return super().call(method, path, body, raw=raw, headers=sent)
-
-
 def start_locked_master(data: Path, port: int, *extra: str) -> Proc:
     """A master that answers nobody without a credential: up once it says 401 to a bare GET /."""
     args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
@@ -77,7 +57,7 @@ class Site:
         else:
             self.proc, _ = start_master(self.data, self.port, *extra)
         self.admin = (self.data / "admin.token").read_text().strip()
-        self.http = Bearer(self.base, self.admin)
+        self.http = Http(self.base, token=self.admin)
 
     def stop(self) -> None:
         self.proc.stop()
