@@ -140,7 +140,8 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def start_master(data: Path, port: int, *extra: str) -> tuple[Proc, Http]:
+def start_master(data: Path, port: int, *extra: str, ready: int = 200) -> tuple[Proc, Http]:
+    """A master on loopback, once a bare GET / answers `ready` (401 for one with -auth always)."""
     args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
     args += ["-docker-network", "none", "-grace", "2", *extra]
     proc = Proc(args, data.parent / f"master-{port}.log")
@@ -149,9 +150,13 @@ def start_master(data: Path, port: int, *extra: str) -> tuple[Proc, Http]:
     def up() -> bool:
         if proc.popen.poll() is not None:
             raise AssertionError(f"master exited {proc.popen.returncode}:\n{proc.logs()}")
-        return http.call("GET", "/")[0] == 200
+        return http.call("GET", "/")[0] == ready
 
-    wait_until(up, 30, "the master to serve")
+    try:
+        wait_until(up, 30, "the master to serve")
+    except AssertionError:
+        proc.stop()
+        raise
     return proc, http
 
 

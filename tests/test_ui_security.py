@@ -16,32 +16,12 @@ from typing import Any
 
 import pytest
 from browser import chromium, shot
-from harness import REG, Http, Proc, free_port, join_token, start_master, wait_until
+from harness import REG, Http, free_port, join_token, start_master, wait_until
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 SESSION_COOKIE = "asphalt_session"
 
 pytestmark = pytest.mark.ui
-
-
-def start_locked_master(data: Path, port: int, *extra: str) -> Proc:
-    """A master that answers nobody without a credential: up once it says 401 to a bare GET /."""
-    args = ["-host", "127.0.0.1", "-port", str(port), "-data", str(data), "-log", "json"]
-    args += ["-docker-network", "none", "-grace", "2", *extra]
-    proc = Proc(args, data.parent / f"master-{port}.log")
-    bare = Http(f"http://127.0.0.1:{port}")
-
-    def up() -> bool:
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"master exited {proc.popen.returncode}:\n{proc.logs()}")
-        return bare.call("GET", "/")[0] == 401
-
-    try:
-        wait_until(up, 30, "the master to serve")
-    except AssertionError:
-        proc.stop()
-        raise
-    return proc
 
 
 class Site:
@@ -52,10 +32,8 @@ class Site:
         self.data = tmp / "data"
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        if "always" in extra:
-            self.proc = start_locked_master(self.data, self.port, *extra)
-        else:
-            self.proc, _ = start_master(self.data, self.port, *extra)
+        ready = 401 if "always" in extra else 200  # a locked master says 401 to a bare GET
+        self.proc, _ = start_master(self.data, self.port, *extra, ready=ready)
         self.admin = (self.data / "admin.token").read_text().strip()
         self.http = Http(self.base, token=self.admin)
 
