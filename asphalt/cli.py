@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     flag("name", default=socket.gethostname(), help="worker: name shown in /workers (host name)")
     flag("no-worker", action="store_true", help="master: do not start the embedded worker")
+    flag(
+        "lost-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="master: times a job whose worker was lost runs again, apart from its retries (2)",
+    )
     flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
     flag(
         "drain",
@@ -164,6 +171,8 @@ def parse(
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error("-slots must be at least 1")
+    if not 0 <= args.lost_retries <= 100:
+        parser.error("-lost-retries must be from 0 to 100")
     if not 0 < args.port < 65536:
         parser.error("-port must be from 1 to 65535")
     for name in ("lease", "heartbeat", "poll_hold", "output_cap", "map_size"):
@@ -221,6 +230,7 @@ def parse(
         port=args.port,
         data_dir=Path(args.data),
         lease_s=args.lease,
+        lost_retries=args.lost_retries,
         heartbeat_s=args.heartbeat,
         poll_hold_s=args.poll_hold,
         output_cap=args.output_cap,
@@ -269,7 +279,7 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
             await web.TCPSite(runner, master.host, master.port, ssl_context=context).start()
             _announce(app, master)
             if worker is not None:  # its own worker joins in-process, pinned like any other
-                worker = replace(worker, join=app[auth.CREDENTIALS].join_token)
+                worker = replace(worker, join=app[auth.CREDENTIALS].embedded_join)
             if master.advertise:
                 address = master.mdns_interface or master.host
                 await stack.enter_async_context(

@@ -53,6 +53,7 @@ class MasterConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     own_worker: bool = False  # it runs a worker of its own (whose host jobs run on this box)
+    lost_retries: int = 2  # times a job lost with its worker runs again, apart from its retries
 
     @property
     def scheme(self) -> str:

@@ -38,17 +38,21 @@ class Node:
 
 
 def roles_as_graph(names: Iterable[str]) -> dict[str, Node]:
-    """The graph the four roles always were: `success` and `failure` need `main` (when success,
-    when failure), `after` needs every other job and runs always."""
-    present = [role for role in ROLES if role in set(names)]
-    graph = {name: Node() for name in present if name == "main"}
-    if "success" in present:
+    """The graph the four roles always were, for the role-named jobs among `names`: `success`
+    and `failure` need `main` (when success, when failure), `after` needs every other job of the
+    task and runs always. Jobs with other names are not in the result."""
+    given = list(dict.fromkeys(names))
+    graph: dict[str, Node] = {}
+    if "main" in given:
+        graph["main"] = Node()
+    if "success" in given:
         graph["success"] = Node(needs=("main",), when=When.SUCCESS)
-    if "failure" in present:
+    if "failure" in given:
         graph["failure"] = Node(needs=("main",), when=When.FAILURE)
-    if "after" in present:
-        others = tuple(name for name in present if name != "after")
-        graph["after"] = Node(needs=others, when=When.ALWAYS)
+    if "after" in given:
+        others = [role for role in ROLES if role in given and role != "after"]
+        others += [name for name in given if name not in ROLES]
+        graph["after"] = Node(needs=tuple(others), when=When.ALWAYS)
     return graph
 
 
@@ -80,6 +84,7 @@ def check(nodes: Mapping[str, Node], *, existing: Mapping[str, Node] | None = No
 def cycle(nodes: Mapping[str, Node]) -> list[str] | None:
     """The jobs of one cycle, in order (each needs the next), or None if there is none."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
+    adjacent = {name: [n for n in node.needs if n in nodes] for name, node in nodes.items()}
     for start in nodes:
         if state.get(start):
             continue
@@ -90,7 +95,7 @@ def cycle(nodes: Mapping[str, Node]) -> list[str] | None:
             if index == 0:
                 state[name] = 1
                 path.append(name)
-            needs = [n for n in nodes[name].needs if n in nodes]
+            needs = adjacent[name]
             if index < len(needs):
                 stack.append((name, index + 1))
                 need = needs[index]
@@ -108,15 +113,20 @@ def depths(nodes: Mapping[str, Node]) -> dict[str, int]:
     """Each job's column for drawing: 0 for jobs that need none, else one past its deepest need.
     The graph must have passed `check`."""
     found: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name not in found:
-            needs = [n for n in nodes[name].needs if n in nodes]
-            found[name] = 1 + max((depth(n) for n in needs), default=-1)
-        return found[name]
-
-    for name in nodes:
-        depth(name)
+    for start in nodes:
+        stack = [start]
+        while stack:  # no recursion: a chain of a thousand jobs is fine
+            name = stack[-1]
+            if name in found:
+                stack.pop()
+                continue
+            waiting = [n for n in nodes[name].needs if n in nodes and n not in found]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            needs = [found[n] for n in nodes[name].needs if n in nodes]
+            found[name] = 1 + max(needs, default=-1)
+            stack.pop()
     return found
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
+from asphalt.graph import ROLES, Node, When, outcome
 from asphalt.limits import NO_LIMITS, Limits
 
 
@@ -48,6 +49,7 @@ class Scope(StrEnum):
     SUBMIT = "submit"
     ADMIN = "admin"
     JOIN = "join"  # the worker join token: registers workers, nothing else
+    JOB = "job"  # a running job's token: reads its own task and adds jobs to it, nothing else
 
 
 class Outcome(StrEnum):
@@ -78,6 +80,16 @@ MASK = "***"  # what stands for a secret's value wherever it would show
 
 class TransitionError(Exception):
     """A job was asked to move to a state its current state does not allow."""
+
+
+def check_transition(before: Job | None, after: Job) -> None:
+    """Refuse a move the transition table does not allow; a new job starts queued (or skipped,
+    added with its needs ended already)."""
+    if before is None:
+        if after.state not in (JobState.QUEUED, JobState.SKIPPED):
+            raise TransitionError(f"job {after.id} cannot start {after.state}")
+    elif before.state is not after.state and after.state not in TRANSITIONS[before.state]:
+        raise TransitionError(f"job {after.id} cannot go from {before.state} to {after.state}")
 
 
 def new_id(nbytes: int = 6) -> str:
@@ -118,6 +130,13 @@ class JobInput:
     # The names of its secrets; their values are stored apart and never shown (Store.secrets).
     secrets: tuple[str, ...] = ()
     limits: Limits = NO_LIMITS  # memory, CPUs and processes; a worker's defaults fill the rest
+    # Its place in the task's graph: the jobs it waits for, and on what end of them it runs.
+    needs: tuple[str, ...] = ()
+    when: When = When.SUCCESS
+
+    @property
+    def node(self) -> Node:
+        return Node(needs=self.needs, when=self.when)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,11 +171,11 @@ class Job:
     project: str
     task: str
     run: int
-    role: Role
+    name: str  # its name in the task's graph: main, success, failure, after, or any other
     spec: JobInput
     created_at: float
     state: JobState = JobState.QUEUED
-    # A queued job is ready when it may be dispatched; reactions wait until main ends.
+    # A queued job is ready when it may be dispatched; a job with needs waits until they end.
     ready: bool = True
     status: int | None = None
     started_at: float | None = None
@@ -170,11 +189,12 @@ class Job:
     not_before: float | None = None  # a retry waits out its backoff until then (wall time)
     # What the worker applied to its last attempt (clean env, hardening, limits), as it said.
     applied: Mapping[str, Any] | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)  # what it wrote to $ASPHALT_OUTPUTS
+    lost: int = 0  # attempts lost with their worker and run again (-lost-retries), since created
+    added: bool = False  # added while its run was going (POST .../jobs), not part of the task
 
     def to(self, state: JobState, **changes: Any) -> Self:
-        """The job moved to `state`, if the transition table allows it."""
-        if state not in TRANSITIONS[self.state]:
-            raise TransitionError(f"job {self.id} cannot go from {self.state} to {state}")
+        """The job moved to `state` (the one door, lifecycle.py, checks the move on saving)."""
         return replace(self, state=state, **changes)
 
     def requeued(self, *, ready: bool = True) -> Self:
@@ -194,6 +214,7 @@ class Job:
             history=history,
             not_before=None,
             applied=None,
+            outputs={},
         )
 
     def last_attempt(self) -> Attempt:
@@ -214,7 +235,7 @@ class Job:
             "project": self.project,
             "task": self.task,
             "run": self.run,
-            "role": self.role,
+            "name": self.name,
             "action": spec.action,
             "container": spec.container,
             "env": dict(spec.env),
@@ -229,7 +250,12 @@ class Job:
             "worker": self.worker,
             "attempt": self.attempt,
             "retries": spec.retries,
+            "needs": list(spec.needs),
+            "when": spec.when,
+            "outputs": dict(self.outputs),
         }
+        if self.name in ROLES:
+            body["role"] = self.name
         if spec.retries:
             body["backoff"] = spec.backoff
         if spec.secrets:
@@ -251,7 +277,7 @@ class Job:
 class Run:
     number: int
     created_at: float
-    jobs: Mapping[str, str]  # role -> job id
+    jobs: Mapping[str, str]  # job name -> job id, in the order they were given
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,26 +298,14 @@ class Task:
 
 
 def task_status(jobs: Iterable[Job]) -> tuple[TaskStatus, Outcome | None]:
-    """A run's status and, once complete, its outcome, derived from its jobs."""
-    by_role = {job.role: job for job in jobs}
-    states = [job.state for job in by_role.values()]
+    """A run's status and, once complete, its outcome, derived from its jobs: cancelled if a
+    person cancelled a job of it, failed if any job that ran did not succeed, else succeeded."""
+    states = [job.state for job in jobs]
     if all(state.terminal for state in states):
-        return TaskStatus.COMPLETE, _outcome(by_role)
+        return TaskStatus.COMPLETE, Outcome(outcome(states, cancelled=JobState.CANCELLED in states))
     if all(state is JobState.QUEUED for state in states):
         return TaskStatus.WAITING, None
     return TaskStatus.RUNNING, None
-
-
-def _outcome(by_role: Mapping[Role, Job]) -> Outcome:
-    main = by_role[Role.MAIN].state
-    if main is JobState.CANCELLED:
-        return Outcome.CANCELLED
-    if main is not JobState.SUCCEEDED:
-        return Outcome.FAILED
-    reactions = [job.state for role, job in by_role.items() if role is not Role.MAIN]
-    if any(state in FAILURES for state in reactions):
-        return Outcome.FAILED
-    return Outcome.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,6 +326,7 @@ class Worker:
     gone: bool = False
     secret_hash: str = ""  # SHA-256 of the credential the master gave it at registration
     revoked: bool = False  # an admin cut it off: its credential is refused from then on
+    embedded: bool = False  # the master's own worker: it dies with the master's process
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -23,6 +24,11 @@ MAX_SLOTS = 4096
 LAST_TIME = 253402300799  # 9999-12-31T23:59:59Z
 # What a worker may report a job ended as.
 END_STATES = ("succeeded", "failed", "timed_out", "cancelled")
+# A job's outputs (what it wrote to $ASPHALT_OUTPUTS): the names, and the caps a worker keeps to.
+OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_OUTPUT_VALUE = 64 << 10  # bytes of UTF-8 in one value
+MAX_OUTPUT_KEYS = 100
+MAX_OUTPUTS = 1 << 20  # bytes of UTF-8 in all keys and values together
 
 
 def join_token(secret: str, fingerprint: str | None) -> str:
@@ -175,6 +181,7 @@ class Finish:
     # busy worker does not need a lease call between jobs.
     next: bool = False
     applied: dict[str, Any] | None = None  # what the runtime applied (Runtime.applied)
+    outputs: dict[str, str] = field(default_factory=dict)  # what the job wrote to $ASPHALT_OUTPUTS
 
     @classmethod
     def parse(cls, data: Any) -> Finish:
@@ -196,6 +203,7 @@ class Finish:
             ended_at=_time(data, "ended_at"),
             next=_flag(data, "next"),
             applied=_applied(data.get("applied")),
+            outputs=_outputs(data.get("outputs")),
         )
 
 
@@ -216,6 +224,36 @@ def _applied(value: Any) -> dict[str, Any] | None:
         short = all(len(str(i)) <= 200 for i in items) and len(items) <= 64
         if len(key) > 64 or not all(isinstance(i, plain) for i in items) or not short:
             raise BadRequest(f"applied.{key} must be a short plain value", field="applied")
+    return value
+
+
+def _outputs(value: Any) -> dict[str, str]:
+    """A job's outputs: names to UTF-8 text, within the caps; absent (an older worker) is none."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_OUTPUT_KEYS:
+        raise BadRequest(
+            f"outputs must be an object of at most {MAX_OUTPUT_KEYS} keys", field="outputs"
+        )
+    total = 0
+    for key, item in value.items():
+        name = f"outputs.{str(key)[:64]}"
+        if not isinstance(key, str) or not OUTPUT_KEY.fullmatch(key):
+            raise BadRequest(
+                f"{name} is not a name of letters, digits and _ that starts with no digit",
+                field="outputs",
+            )
+        if not isinstance(item, str):
+            raise BadRequest(f"{name} must be a string", field="outputs")
+        try:
+            size = len(item.encode())
+        except UnicodeEncodeError:  # a lone surrogate, which JSON can carry
+            raise BadRequest(f"{name} must be UTF-8 text", field="outputs") from None
+        if size > MAX_OUTPUT_VALUE:
+            raise BadRequest(f"{name} is over {MAX_OUTPUT_VALUE >> 10} KiB", field="outputs")
+        total += len(key) + size
+    if total > MAX_OUTPUTS:
+        raise BadRequest(f"outputs are over {MAX_OUTPUTS >> 20} MiB in total", field="outputs")
     return value
 
 

@@ -223,8 +223,8 @@ class Cluster:
         self.procs: list[Proc] = []
         self.master_proc: Proc | None = None
 
-    def master(self, *extra: str) -> Http:
-        proc, http = start_master(self.data, self.port, *self.defaults, *extra)
+    def master(self, *extra: str, ready: int = 200) -> Http:
+        proc, http = start_master(self.data, self.port, *self.defaults, *extra, ready=ready)
         self.procs.append(proc)
         self.master_proc = proc
         return http

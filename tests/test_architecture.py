@@ -88,3 +88,76 @@ def test_lint_and_types_are_clean(command: list[str]) -> None:
         [exe, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _calls(path: Path) -> list[tuple[str, str]]:
+    """(receiver, method) of every call like `x.store.save(...)` or `store.save(...)`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+            receiver = (
+                target.attr
+                if isinstance(target, ast.Attribute)
+                else target.id
+                if isinstance(target, ast.Name)
+                else ""
+            )
+            found.append((receiver, node.func.attr))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            found.append(("", node.func.id))
+    return found
+
+
+def test_one_door_for_job_state_changes_and_events_only_after_it() -> None:
+    door = "asphalt/master/lifecycle.py"
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(ROOT))
+        if where.startswith("asphalt/master/store/"):
+            continue
+        for receiver, method in _calls(path):
+            if receiver in ("store", "_store") and method in ("save", "create_task"):
+                assert where == door, f"{where} saves jobs itself; go through {door}"
+            if method == "check_transition":
+                assert where == door, f"{where} checks a transition; only {door} may"
+            if method == "publish":
+                assert where == door, f"{where} publishes an event; only {door} may"
+    core = ("lifecycle", "events", "scheduler", "leasing", "reactions", "queues", "workers")
+    for name in core:
+        names = _imports(PACKAGE / "master" / f"{name}.py")
+        assert not any(n.startswith(("aiohttp", "asphalt.web")) for n in names), name
+    assert not any(
+        n.startswith("asphalt.") for n in _imports(PACKAGE / "graph.py") - {"asphalt.errors"}
+    )
+    # Events are handed to subscribers only once the store has committed (Events.publish).
+    source = (PACKAGE / "master" / "events.py").read_text()
+    assert "self._after_commit(lambda: self._deliver(event))" in source
+
+
+def test_no_module_reaches_into_another_modules_internals() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("asphalt")
+            ):
+                private = [a.name for a in node.names if _private(a.name)]
+                assert not private, f"{path} imports {private} from {node.module}"
+            if (
+                isinstance(node, ast.Attribute)
+                and _private(node.attr)
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                and ast.unparse(node) not in OTHERS_INTERNALS
+            ):
+                raise AssertionError(f"{path}:{node.lineno} reaches into .{node.attr} of another")
+
+
+# Not Asphalt's: the standard library's one way out without cleanup, and spython's command
+# builder (asphalt/worker/runtimes/singularity.py says why).
+OTHERS_INTERNALS = frozenset({"os._exit", "client._init_command"})
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")

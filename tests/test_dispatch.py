@@ -152,7 +152,7 @@ async def test_a_finish_with_next_that_is_not_true_or_false_is_refused(
 async def test_a_lease_not_renewed_ends_the_job_lost_and_sets_off_failure(
     master: MasterFactory,
 ) -> None:
-    m = await master(lease_s=0.5)
+    m = await master(lease_s=0.5, lost_retries=0)
     async with MasterClient(m.url, join=m.join) as client:
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "x"}, "failure": {"action": "y"}})

@@ -1,22 +1,25 @@
-"""Which reactions a run sets off, and the task status and outcome that follow."""
+"""Which reactions a run sets off (the four roles as the graph they are), and the task status
+and outcome that follow."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from asphalt.graph import roles_as_graph
 from asphalt.master.reactions import advance, environment
 from asphalt.model import Job, JobInput, JobState, Outcome, Role, TaskStatus, task_status
 
 
 def _run(*roles: Role) -> dict[Role, Job]:
+    graph = roles_as_graph(roles)
     return {
         role: Job(
             id=f"j-{role}",
             project="p",
             task="t",
             run=1,
-            role=role,
-            spec=JobInput(action="true"),
+            name=role,
+            spec=JobInput(action="true", needs=graph[role].needs, when=graph[role].when),
             created_at=1.0,
             ready=role is Role.MAIN,
         )
@@ -31,7 +34,7 @@ def _ended(job: Job, state: JobState, status: int | None = None) -> Job:
 def test_success_follows_main_that_exited_zero_and_failure_is_skipped() -> None:
     jobs = _run(Role.MAIN, Role.SUCCESS, Role.FAILURE, Role.AFTER)
     main = _ended(jobs[Role.MAIN], JobState.SUCCEEDED, 0)
-    changed = {j.role: j for j in advance({**jobs, Role.MAIN: main}, main, 2.0)}
+    changed = {j.name: j for j in advance({**jobs, Role.MAIN: main}, [main.name], 2.0)}
     assert changed[Role.SUCCESS].ready and changed[Role.SUCCESS].state is JobState.QUEUED
     assert changed[Role.FAILURE].state is JobState.SKIPPED
     assert Role.AFTER not in changed  # after waits for the success reaction
@@ -41,7 +44,7 @@ def test_every_other_end_of_main_sets_off_failure() -> None:
     for state in (JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED, JobState.LOST):
         jobs = _run(Role.MAIN, Role.SUCCESS, Role.FAILURE)
         main = _ended(jobs[Role.MAIN], state)
-        changed = {j.role: j for j in advance({**jobs, Role.MAIN: main}, main, 2.0)}
+        changed = {j.name: j for j in advance({**jobs, Role.MAIN: main}, [main.name], 2.0)}
         assert changed[Role.FAILURE].ready, state
         assert changed[Role.SUCCESS].state is JobState.SKIPPED
 
@@ -49,15 +52,16 @@ def test_every_other_end_of_main_sets_off_failure() -> None:
 def test_after_runs_at_once_when_there_is_no_matching_reaction() -> None:
     jobs = _run(Role.MAIN, Role.FAILURE, Role.AFTER)
     main = _ended(jobs[Role.MAIN], JobState.SUCCEEDED, 0)
-    changed = {j.role: j for j in advance({**jobs, Role.MAIN: main}, main, 2.0)}
+    changed = {j.name: j for j in advance({**jobs, Role.MAIN: main}, [main.name], 2.0)}
     assert changed[Role.AFTER].ready and changed[Role.FAILURE].state is JobState.SKIPPED
 
 
 def test_after_follows_the_reaction() -> None:
     jobs = _run(Role.MAIN, Role.SUCCESS, Role.AFTER)
+    main = _ended(jobs[Role.MAIN], JobState.SUCCEEDED, 0)
     success = _ended(replace(jobs[Role.SUCCESS], ready=True), JobState.FAILED, 1)
-    changed = advance({**jobs, Role.SUCCESS: success}, success, 3.0)
-    assert [(j.role, j.ready) for j in changed] == [(Role.AFTER, True)]
+    changed = advance({**jobs, Role.MAIN: main, Role.SUCCESS: success}, [success.name], 3.0)
+    assert [(j.name, j.ready) for j in changed] == [(Role.AFTER, True)]
 
 
 def test_task_status_and_outcome_follow_the_jobs() -> None:
@@ -78,7 +82,7 @@ def test_task_status_and_outcome_follow_the_jobs() -> None:
 def test_reactions_see_how_main_ended() -> None:
     jobs = _run(Role.MAIN, Role.FAILURE)
     main = _ended(jobs[Role.MAIN], JobState.FAILED, 3)
-    env = environment(jobs[Role.FAILURE], main)
+    env = environment(jobs[Role.FAILURE], {"main": main})
     assert env["ASPHALT_MAIN_STATE"] == "failed" and env["ASPHALT_MAIN_STATUS"] == "3"
     assert env["ASPHALT_TASK_ID"] == "t" and env["ASPHALT_PROJECT_ID"] == "p"
-    assert "ASPHALT_MAIN_STATE" not in environment(main, main)
+    assert "ASPHALT_MAIN_STATE" not in environment(main, {"main": main})

@@ -9,14 +9,17 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.worker.outputs import OutputsError, parse_outputs
 from asphalt.worker.runtimes import DockerRuntime, JobSpec, RuntimeFailure
 from asphalt.worker.runtimes.docker import CAP_ADD, DEFAULT_PIDS, LOG_GAP_NOTE
+from asphalt.worker.runtimes.outputs_file import OutputsFile
 
 pytestmark = pytest.mark.docker
 
@@ -351,3 +354,78 @@ async def test_a_job_that_prints_more_than_the_log_keeps_ends_with_its_tail_afte
     assert head.startswith("start\n1\n2\n3\n")
     assert len(tail) > 10000
     assert printed.endswith(tail)
+
+
+# $ASPHALT_OUTPUTS: a file in the container, copied out to the worker's file once the job ends
+
+
+def with_outputs(job: JobSpec, tmp_path: Path) -> tuple[JobSpec, OutputsFile]:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    outputs = OutputsFile.create(private)
+    return replace(job, outputs=outputs), outputs
+
+
+@pytest.fixture
+async def nobody_image(test_image: str) -> AsyncIterator[str]:
+    """The test image, run as user and group 65534 unless told otherwise."""
+    name = f"asphalt-test:nobody-{uuid.uuid4().hex[:8]}"
+    made = await docker_cli("create", "--network", "none", test_image, "true")
+    try:
+        await docker_cli("commit", "--change", "USER 65534:65534", made, name)
+    finally:
+        await docker_cli("rm", made)
+    yield name
+    await docker_cli("rmi", name)
+
+
+BOTH_FORMS = """
+    echo "$ASPHALT_OUTPUTS"; id -u
+    echo "A=1" >> "$ASPHALT_OUTPUTS"
+    printf 'B<<END\\nline one\\nline two\\nEND\\n' >> "$ASPHALT_OUTPUTS"
+"""
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+async def test_a_job_writes_both_forms_of_outputs_whatever_user_its_image_runs_as(
+    docker_runtime: DockerRuntime, test_image: str, nobody_image: str, tmp_path: Path, user: str
+) -> None:
+    image = nobody_image if user == "nobody" else test_image
+    job, outputs = with_outputs(spec(image, BOTH_FORMS, ASPHALT_OUTPUTS="overridden"), tmp_path)
+    out = Output()
+    assert await docker_runtime.run(job, out, grace_s=1) == 0
+    assert out.text.split() == ["/.asphalt/outputs", "65534" if user == "nobody" else "0"]
+    assert parse_outputs(outputs.read()) == {"A": "1", "B": "line one\nline two"}
+    assert await containers_of(job) == ""
+
+
+async def test_outputs_need_no_mount_from_the_worker(
+    docker_runtime: DockerRuntime, test_image: str, tmp_path: Path
+) -> None:
+    job, _ = with_outputs(spec(test_image, "echo started; sleep 100"), tmp_path)
+    found = await inspect_while_running(docker_runtime, job)
+    assert found["Mounts"] == []
+    assert not found["HostConfig"]["Binds"]
+
+
+@pytest.mark.parametrize(
+    ("action", "read"),
+    [
+        ('rm "$ASPHALT_OUTPUTS"', b""),
+        ('rm "$ASPHALT_OUTPUTS"; ln -s /etc/passwd "$ASPHALT_OUTPUTS"', "is not a regular file"),
+        ('rm "$ASPHALT_OUTPUTS"; mkdir "$ASPHALT_OUTPUTS"', "is not a regular file"),
+        ('head -c 2000000 /dev/zero >"$ASPHALT_OUTPUTS"', "is over 1 MiB"),
+        ('rm -r /.asphalt; echo "A=1" >/.asphalt', "could not be copied out of the container: .*"),
+    ],
+)
+async def test_what_a_container_leaves_for_outputs_is_judged_as_a_host_jobs_would_be(
+    docker_runtime: DockerRuntime, test_image: str, tmp_path: Path, action: str, read: bytes | str
+) -> None:
+    job, outputs = with_outputs(spec(test_image, action), tmp_path)
+    assert await docker_runtime.run(job, Output(), grace_s=1) == 0
+    if isinstance(read, bytes):
+        assert outputs.read() == read
+    else:
+        with pytest.raises(OutputsError, match=f"^ASPHALT_OUTPUTS {read}$"):
+            outputs.read()
+    assert await containers_of(job) == ""

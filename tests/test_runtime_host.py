@@ -7,13 +7,16 @@ import asyncio
 import os
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from harness import Output
 
+from asphalt.worker.outputs import FILE_LIMIT, OutputsError, parse_outputs
 from asphalt.worker.runtimes import HostRuntime, JobSpec, RuntimeFailure
 from asphalt.worker.runtimes.base import BASIC_ENV, DEFAULT_PATH
+from asphalt.worker.runtimes.outputs_file import OutputsFile
 
 JOB_MARKERS = {"ASPHALT_JOB_ID", "ASPHALT_ATTEMPT", "ASPHALT_WORKER_ID"}
 
@@ -336,3 +339,73 @@ async def test_output_left_in_the_pipe_is_read_whole_however_slow_the_sink() -> 
 
     await HostRuntime().run(spec("seq 1 30000"), slow, grace_s=1)  # more than a pipe holds
     assert out.text == "".join(f"{n}\n" for n in range(1, 30001))
+
+
+# $ASPHALT_OUTPUTS: the runtime points the job at the file; the runner reads it afterwards
+
+
+def outputs_in(tmp_path: Path) -> OutputsFile:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    return OutputsFile.create(private)
+
+
+async def test_a_job_writes_both_forms_of_outputs_to_a_file_outside_its_working_directory(
+    tmp_path: Path,
+) -> None:
+    outputs = outputs_in(tmp_path)
+    action = """
+        echo "$ASPHALT_OUTPUTS"; ls -A | wc -l
+        echo "A=1" >> "$ASPHALT_OUTPUTS"
+        printf 'B<<END\\nline one\\nline two\\nEND\\n' >> "$ASPHALT_OUTPUTS"
+    """
+    job = replace(spec(action, ASPHALT_OUTPUTS="the job's own, overridden"), outputs=outputs)
+    out = Output()
+    assert await HostRuntime(work_root=tmp_path / "work").run(job, out, grace_s=1) == 0
+    assert out.text.split() == [str(outputs.path), "0"]
+    assert parse_outputs(outputs.read()) == {"A": "1", "B": "line one\nline two"}
+
+
+async def test_a_job_without_an_outputs_file_gets_no_asphalt_outputs() -> None:
+    out = Output()
+    await HostRuntime().run(spec('echo "[$ASPHALT_OUTPUTS]"'), out, grace_s=1)
+    assert out.text == "[]\n"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        'rm "$ASPHALT_OUTPUTS"; ln -s /etc/passwd "$ASPHALT_OUTPUTS"',
+        'rm "$ASPHALT_OUTPUTS"; mkfifo "$ASPHALT_OUTPUTS"',
+        'rm "$ASPHALT_OUTPUTS"; mkdir "$ASPHALT_OUTPUTS"',
+    ],
+)
+async def test_a_link_a_pipe_or_a_directory_for_outputs_is_refused_never_followed(
+    tmp_path: Path, action: str
+) -> None:
+    outputs = outputs_in(tmp_path)
+    assert await HostRuntime().run(replace(spec(action), outputs=outputs), Output(), grace_s=1) == 0
+    with pytest.raises(OutputsError, match=r"^ASPHALT_OUTPUTS is not a regular file$"):
+        outputs.read()
+
+
+async def test_an_outputs_file_the_job_removed_holds_no_outputs(tmp_path: Path) -> None:
+    outputs = outputs_in(tmp_path)
+    job = replace(spec('echo A=1 >"$ASPHALT_OUTPUTS"; rm "$ASPHALT_OUTPUTS"'), outputs=outputs)
+    await HostRuntime().run(job, Output(), grace_s=1)
+    assert outputs.read() == b""
+
+
+async def test_an_outputs_file_is_read_with_a_bound_however_big_the_job_made_it(
+    tmp_path: Path,
+) -> None:
+    outputs = outputs_in(tmp_path)
+    job = spec(f'head -c {FILE_LIMIT} /dev/zero | tr "\\0" x >"$ASPHALT_OUTPUTS"')
+    await HostRuntime().run(replace(job, outputs=outputs), Output(), grace_s=1)
+    assert len(outputs.read()) == FILE_LIMIT  # as much as may be read, and all of it
+    job = spec('truncate -s 1T "$ASPHALT_OUTPUTS"')  # sparse: far more than this box's memory
+    await HostRuntime().run(replace(job, outputs=outputs), Output(), grace_s=1)
+    started = time.monotonic()
+    with pytest.raises(OutputsError, match=r"^ASPHALT_OUTPUTS is over 1 MiB$"):
+        outputs.read()
+    assert time.monotonic() - started < 5

@@ -9,7 +9,16 @@ import pytest
 
 from asphalt.errors import Conflict, StoreFull, Unavailable
 from asphalt.master.store import Store
-from asphalt.model import Job, JobInput, JobState, Project, Role, Run, Task
+from asphalt.model import (
+    Job,
+    JobInput,
+    JobState,
+    Project,
+    Run,
+    Task,
+    TransitionError,
+    check_transition,
+)
 
 
 def _task(tid: str, at: float, project: str = "p1") -> tuple[Task, list[Job]]:
@@ -18,7 +27,7 @@ def _task(tid: str, at: float, project: str = "p1") -> tuple[Task, list[Job]]:
         project=project,
         task=tid,
         run=1,
-        role=Role.MAIN,
+        name="main",
         spec=JobInput(action="true", env={"A": "1"}, types=("gpu",)),
         created_at=at,
     )
@@ -129,6 +138,9 @@ def test_a_full_store_is_a_clear_error_and_keeps_what_it_had(tmp_path: Path) -> 
 
 def test_a_job_moves_only_along_the_transition_table() -> None:
     _, (job,) = _task("t", 1.0)
-    with pytest.raises(Exception, match="cannot go from queued to succeeded"):
-        job.to(JobState.SUCCEEDED)
+    with pytest.raises(TransitionError, match="cannot go from queued to succeeded"):
+        check_transition(job, job.to(JobState.SUCCEEDED))
+    with pytest.raises(TransitionError, match="cannot start running"):
+        check_transition(None, job.to(JobState.RUNNING))
+    check_transition(job, job.to(JobState.RUNNING))
     assert replace(job, state=JobState.SKIPPED).requeued().state is JobState.QUEUED

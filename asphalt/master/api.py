@@ -9,7 +9,7 @@ from aiohttp import web
 from asphalt.errors import BadRequest, NotFound
 from asphalt.master import auth, render
 from asphalt.master.http import SCHEDULER, read_json, reply
-from asphalt.master.inputs import parse_limit, parse_project, parse_task, whole
+from asphalt.master.inputs import parse_jobs, parse_limit, parse_project, parse_task, whole
 from asphalt.master.scheduler import Scheduler
 from asphalt.model import Job, Project, Run, Task
 
@@ -110,6 +110,16 @@ async def show_task(request: web.Request) -> web.Response:
 async def rerun_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     task = scheduler.rerun_task(project, task)
+    return reply(render.task_view(scheduler, project, task, task.current), 201)
+
+
+@routes.post("/projects/{project}/tasks/{task}/jobs", name="add_jobs")
+async def add_jobs(request: web.Request) -> web.Response:
+    """Add jobs to the task's current run while it goes on (a job may, with its own token)."""
+    scheduler, project, task = _task(request)
+    existing = {name: j.spec.node for name, j in scheduler.run_jobs(task.current).items()}
+    scheduler.add_jobs(project, task, parse_jobs(await read_json(request), existing))
+    task = scheduler.task(project, task.id)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 

@@ -37,6 +37,7 @@ def build_app(config: MasterConfig) -> web.Application:
     )
     app[admin.WORKER_COMMAND] = addresses.worker_command(config)
     app[SCHEDULER] = Scheduler(store, config)
+    app[SCHEDULER].job_token = app[auth.CREDENTIALS].job_token
     auth.protect(app, "user")  # before the pages' middleware, which serves pages itself
     dispatch.build(app)
     app.add_routes(api.routes)

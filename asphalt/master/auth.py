@@ -17,9 +17,9 @@ from enum import StrEnum
 from aiohttp import web
 
 from asphalt.errors import Forbidden, NotFound, Unauthorized
-from asphalt.master.credentials import Credentials
+from asphalt.master.credentials import JOB_PREFIX, Credentials
 from asphalt.master.http import SCHEDULER, Handler, wants_html
-from asphalt.model import Project, Scope, Token
+from asphalt.model import JobState, Project, Scope, Token
 
 SESSION_COOKIE = "asphalt_session"
 # Headers a proxy adds: a request carrying any came through one, so it is not "from this box".
@@ -41,7 +41,8 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # Routes anyone may reach: the login page needs them (the rest of the page is static files).
 OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static"})
 # Writes a `submit` token may make in its projects; every other write needs `admin`.
-SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job"})
+SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"})
+JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only
 # Reads that need `admin`: the tokens themselves.
 ADMIN_READS = frozenset({"tokens"})
 _RANK = {Scope.READ: 0, Scope.SUBMIT: 1, Scope.ADMIN: 2}
@@ -87,9 +88,10 @@ class Caller:
     scope: Scope
     projects: tuple[str, ...] = ()
     token: str | None = None  # the token's id
+    task: str | None = None  # for a job's token: the task it may read and add jobs to
 
     def may(self, need: Scope) -> bool:
-        return _RANK[self.scope] >= _RANK[need]
+        return self.scope in _RANK and _RANK[self.scope] >= _RANK[need]
 
     def sees(self, project: Project) -> bool:
         return not self.projects or bool({project.id, project.name} & set(self.projects))
@@ -135,7 +137,7 @@ def protect(app: web.Application, surface: str) -> None:
     app.middlewares.append(guarded)
 
 
-def _bearer(request: web.Request) -> str | None:
+def bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
@@ -187,7 +189,9 @@ def _host_allowed(request: web.Request, settings: Settings) -> bool:
 def _identify(request: web.Request) -> Caller:
     # The user guard runs for the root application's own routes: request.app is that one.
     credentials, settings = request.app[CREDENTIALS], request.app[SETTINGS]
-    presented = _bearer(request)
+    presented = bearer(request)
+    if presented is not None and presented.startswith(JOB_PREFIX):
+        return _job_caller(request, credentials.job_of(presented))
     if presented is not None:
         token = credentials.api(presented)
         if token is None:
@@ -205,6 +209,16 @@ def _identify(request: web.Request) -> Caller:
     if settings.mode is Mode.LOCAL and from_this_box(request):
         return _LOCAL
     raise Unauthorized(NO_TOKEN)
+
+
+def _job_caller(request: web.Request, held: tuple[str, int] | None) -> Caller:
+    """A running job calling with its own token: good only while that attempt runs."""
+    job = request.config_dict[SCHEDULER].store.job(held[0]) if held else None
+    if held is None or job is None or job.state is not JobState.RUNNING or job.attempt != held[1]:
+        raise Unauthorized(
+            "this job token is not valid: it is good only while its job runs (ASPHALT_JOB_TOKEN)"
+        )
+    return Caller(via="job", scope=Scope.JOB, projects=(job.project,), task=job.task)
 
 
 def _foreign_host(request: web.Request) -> str:
@@ -261,6 +275,16 @@ async def _user_guard(request: web.Request, handler: Handler) -> web.StreamRespo
 def _allowed(request: web.Request) -> Caller:
     """Who made the request, if they may make it; else Unauthorized or Forbidden."""
     who = _identify(request)
+    if who.scope is Scope.JOB:
+        project = _project_of(request)
+        own = project is not None and project.id in who.projects
+        if (
+            request.match_info.route.name not in JOB_ROUTES
+            or not own
+            or (request.match_info.get("task") != who.task)
+        ):
+            raise Forbidden("a job's token may only read its own task and add jobs to it")
+        return who
     need = required(request)
     if not who.may(need):
         raise Forbidden(f"this needs a token of scope {need}; the one sent is {who.scope}")
@@ -274,7 +298,7 @@ def _allowed(request: web.Request) -> Caller:
 
 async def _worker_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     credentials = request.config_dict[CREDENTIALS]
-    presented = _bearer(request)
+    presented = bearer(request)
     if request.match_info.route.name == "register":
         if presented is None:
             raise Unauthorized(NO_JOIN)

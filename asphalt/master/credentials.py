@@ -25,6 +25,8 @@ JOIN_FILE = "join.token"
 JOIN_ID = "join"
 ADMIN_NAME = "admin"
 TOKEN_PREFIX = "asp_"
+JOB_PREFIX = "asj_"  # a running job's token: asj_JOB_ATTEMPT_MAC, good while that attempt runs
+JOB_KEY_FILE = "job.key"
 SESSION_S = 12 * 3600
 _TOUCH_EVERY_S = 60.0  # `last used` is written at most this often per token, not per request
 
@@ -82,6 +84,11 @@ class Credentials:
         self._drop_expired()
         self.admin_token = self._admin_file()
         self.join_token = self._join_file()
+        self._job_key = self._job_key_file()
+        # The master's own worker joins with this one, kept in memory only: a worker that joins
+        # with it dies with this process, and the next start knows its jobs died too.
+        self._embedded = _new_secret()
+        self.embedded_join = join_token(self._embedded, fingerprint)
 
     # the two files made at first start
 
@@ -125,12 +132,47 @@ class Credentials:
         _log.info("join_token_made", file=str(self._dir / JOIN_FILE))
         return token
 
+    def _job_key_file(self) -> bytes:
+        """The key job tokens are signed with: nothing per job is stored, and a token is dead
+        once its attempt is not running (the guard asks the job), even across restarts."""
+        path = self._dir / JOB_KEY_FILE
+        held = _read(path)
+        if held is None:
+            held = _new_secret()
+            write_private(path, held)
+        return held.encode()
+
+    def _job_mac(self, job_id: str, attempt: int) -> str:
+        message = f"{job_id}:{attempt}".encode()
+        return hmac.new(self._job_key, message, hashlib.sha256).hexdigest()
+
+    def job_token(self, job_id: str, attempt: int) -> str:
+        """The credential one attempt of a job gets as ASPHALT_JOB_TOKEN."""
+        return f"{JOB_PREFIX}{job_id}_{attempt}_{self._job_mac(job_id, attempt)}"
+
+    def job_of(self, presented: str) -> tuple[str, int] | None:
+        """The (job id, attempt) a job token was made for, if it is one of this master's."""
+        job_id, _, rest = presented.removeprefix(JOB_PREFIX).partition("_")
+        attempt, _, mac = rest.partition("_")
+        if not presented.startswith(JOB_PREFIX) or not attempt.isascii() or not attempt.isdigit():
+            return None
+        if not hmac.compare_digest(mac, self._job_mac(job_id, int(attempt))):
+            return None
+        return job_id, int(attempt)
+
     def rotate_join(self) -> str:
         """A new join token; the old one registers no worker from now on."""
         self.join_token = self._new_join()
         return self.join_token
 
+    def embedded(self, token: str) -> bool:
+        """Whether `token` is the one this process gave its own worker."""
+        parsed = parse_join(token)
+        return parsed is not None and hmac.compare_digest(parsed[0], self._embedded)
+
     def join_ok(self, token: str) -> bool:
+        if self.embedded(token):
+            return True
         parsed = parse_join(token)
         stored = self._tokens.get(JOIN_ID)
         return parsed is not None and stored is not None and matches(parsed[0], stored.secret_hash)

@@ -55,7 +55,8 @@ async def register(request: web.Request) -> web.Response:
     scheduler = request.config_dict[SCHEDULER]
     reg = Registration.parse(await read_json(request))
     secret, secret_hash = Credentials.worker_secret()
-    worker = scheduler.register(reg, secret_hash)
+    embedded = request.config_dict[auth.CREDENTIALS].embedded(auth.bearer(request) or "")
+    worker = scheduler.register(reg, secret_hash, embedded=embedded)
     config = scheduler.config
     welcome = Welcome(
         worker=worker.id,

@@ -6,9 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from asphalt import graph
 from asphalt.errors import BadRequest
+from asphalt.graph import When
 from asphalt.limits import parse_limits
-from asphalt.model import JobInput, Role, Scope
+from asphalt.model import JobInput, Scope
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -24,7 +26,10 @@ JOB_FIELDS = (
     "runtime",
     "retries",
     "backoff",
+    "needs",
+    "when",
 )
+BARE_FIELDS = JOB_FIELDS[:-2]  # a bare job is the whole task: it needs nothing
 MAX_RETRIES = 100
 MAX_BACKOFF_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -40,8 +45,16 @@ class ProjectInput:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskInput:
     id: str | None
-    jobs: dict[Role, JobInput]
-    secrets: dict[Role, dict[str, str]]  # each job's secret values, kept apart from the job
+    jobs: dict[str, JobInput]  # by name, in the order they run in when nothing else decides
+    secrets: dict[str, dict[str, str]]  # each job's secret values, kept apart from the job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobsInput:
+    """Jobs added to a task while its run goes on."""
+
+    jobs: dict[str, JobInput]
+    secrets: dict[str, dict[str, str]]
 
 
 def _object(body: Any, where: str) -> dict[str, Any]:
@@ -86,22 +99,64 @@ def parse_task(body: Any) -> TaskInput:
                 'or a bare job {"action": "make test"}',
                 field="jobs",
             )
-        _unknown(body, ("id", *JOB_FIELDS), "")
+        _unknown(body, ("id", *BARE_FIELDS), "")
         bare = {k: v for k, v in body.items() if k != "id"}
         # Errors name the fields as the user sent them: "timeout", not "jobs.main.timeout".
         return TaskInput(
             id=_task_id(body.get("id")),
-            jobs={Role.MAIN: parse_job(bare, "")},
-            secrets={Role.MAIN: _secrets(bare, "")},
+            jobs={"main": parse_job(bare, "")},
+            secrets={"main": _secrets(bare, "")},
         )
     _unknown(body, ("id", "jobs"), "")
-    jobs_body = _object(body["jobs"], "jobs")
-    _unknown(jobs_body, tuple(Role), "jobs")
-    if "main" not in jobs_body:
-        raise BadRequest("jobs.main is required", field="jobs.main")
-    jobs = {Role(role): parse_job(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
-    secrets = {Role(role): _secrets(spec, f"jobs.{role}") for role, spec in jobs_body.items()}
+    jobs, secrets = _jobs(body["jobs"], roles=True)
     return TaskInput(id=_task_id(body.get("id")), jobs=jobs, secrets=secrets)
+
+
+def parse_jobs(body: Any, existing: dict[str, graph.Node]) -> JobsInput:
+    """Jobs to add to a running task: names new to it, needs among its jobs and these."""
+    body = _object(body, "")
+    _unknown(body, ("jobs",), "")
+    if "jobs" not in body:
+        raise BadRequest(
+            'jobs is required, e.g. {"jobs": {"more": {"action": "..."}}}', field="jobs"
+        )
+    jobs, secrets = _jobs(body["jobs"], roles=False, existing=existing)
+    return JobsInput(jobs=jobs, secrets=secrets)
+
+
+def _jobs(
+    value: Any, *, roles: bool, existing: dict[str, graph.Node] | None = None
+) -> tuple[dict[str, JobInput], dict[str, dict[str, str]]]:
+    """A map of job names to jobs, each in its place in the graph, checked as a whole.
+
+    In a new task the four role names are shorthand (DESIGN.md §1) for the needs and when they
+    always had, unless the job gives its own.
+    """
+    given = _object(value, "jobs")
+    if not given:
+        raise BadRequest('jobs must name at least one job, e.g. {"main": {...}}', field="jobs")
+    for name in given:
+        if not graph.NAME_RE.fullmatch(name):
+            raise BadRequest(f"job name {name!r} must be {graph.NAME_RULE}", field=f"jobs.{name}")
+        if existing and name in existing:
+            raise BadRequest(f"the task has a job {name!r} already", field=f"jobs.{name}")
+    names = list(given)
+    if roles and set(names) <= set(graph.ROLES):
+        names = [role for role in graph.ROLES if role in given]  # main first, as always
+    shorthand = graph.roles_as_graph(names) if roles else {}
+    if roles and "main" not in given and set(shorthand) & {"success", "failure"}:
+        raise BadRequest(
+            "jobs.main is required: success and failure react to it", field="jobs.main"
+        )
+    jobs: dict[str, JobInput] = {}
+    secrets: dict[str, dict[str, str]] = {}
+    for name in names:
+        where = f"jobs.{name}"
+        spec = parse_job(given[name], where, default=shorthand.get(name, graph.Node()))
+        jobs[name] = spec
+        secrets[name] = _secrets(given[name], where)
+    graph.check({n: j.node for n, j in jobs.items()}, existing=existing)
+    return jobs, secrets
 
 
 def _task_id(value: Any) -> str | None:
@@ -112,7 +167,7 @@ def _at(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def parse_job(body: Any, where: str) -> JobInput:
+def parse_job(body: Any, where: str, *, default: graph.Node | None = None) -> JobInput:
     body = _object(body, where)
     _unknown(body, JOB_FIELDS, where)
     container = _container(body.get("container"), _at(where, "container"))
@@ -145,7 +200,33 @@ def parse_job(body: Any, where: str) -> JobInput:
         backoff=_backoff(body.get("backoff"), _at(where, "backoff")),
         types=_types(body.get("types"), _at(where, "types")),
         runtime=runtime,
+        needs=_needs(body, where, default),
+        when=_when(body, where, default),
     )
+
+
+def _needs(body: dict[str, Any], where: str, default: graph.Node | None) -> tuple[str, ...]:
+    if "needs" not in body:
+        return default.needs if default else ()
+    value, field = body["needs"], _at(where, "needs")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f'{field} must be a list of job names, e.g. ["build"]', field=field)
+    return tuple(dict.fromkeys(value))
+
+
+def _when(body: dict[str, Any], where: str, default: graph.Node | None) -> When:
+    if "when" not in body:
+        return default.when if default else When.SUCCESS
+    value, field = body["when"], _at(where, "when")
+    if value not in tuple(When):
+        raise BadRequest(
+            f"{field} must be one of {', '.join(When)} (run when every job it needs succeeded, "
+            "when one did not, or in any case)",
+            field=field,
+        )
+    return When(value)
 
 
 def _action(value: Any, field: str) -> str | list[str]:

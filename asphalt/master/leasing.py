@@ -10,11 +10,12 @@ from asphalt import log
 from asphalt.config import MasterConfig
 from asphalt.errors import Conflict, NotFound
 from asphalt.master import reactions
+from asphalt.master.lifecycle import Lifecycle
 from asphalt.master.queues import Queues, Waiter
 from asphalt.master.signals import Signals
 from asphalt.master.store import Store
 from asphalt.master.workers import Registry
-from asphalt.model import Job, JobState, Role, Worker
+from asphalt.model import Job, JobState, Worker
 from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease, Registration
 
 _log = log.get("asphalt.scheduler")
@@ -37,12 +38,14 @@ class Leasing:
     config: MasterConfig
     queues: Queues
     signals: Signals
+    lifecycle: Lifecycle
     registry: Registry
     now: Callable[[], float]
     now_m: Callable[[], float]
     closing: bool
     _leases: dict[str, Held]
     _chained: dict[tuple[str, int], str]
+    job_token: Callable[[str, int], str] | None  # a running attempt's own credential
 
     def job(self, job_id: str) -> Job:
         raise NotImplementedError
@@ -67,17 +70,16 @@ class Leasing:
             started_at=self.now(),
             reason=None,
         )
-        self.store.save(jobs=[job])
+        self.lifecycle.commit(jobs=[job])
         self._leases[job.id] = Held(worker.id, job.attempt, self.now_m() + self.config.lease_s)
         self.registry.running.setdefault(worker.id, set()).add(job.id)
         _log.debug("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
-        self.signals.notify(f"job:{job.id}")
         return job
 
-    def register(self, reg: Registration, secret_hash: str) -> Worker:
+    def register(self, reg: Registration, secret_hash: str, *, embedded: bool = False) -> Worker:
         """A new worker, whose credential is the secret behind `secret_hash`."""
-        worker = self.registry.new(reg, now=self.now(), secret_hash=secret_hash)
-        self.store.save_worker(worker)
+        worker = self.registry.new(reg, now=self.now(), secret_hash=secret_hash, embedded=embedded)
+        self.lifecycle.worker_joined(worker)
         self.registry.add(worker, now_m=self.now_m())
         _log.info("worker_registered", worker=worker.id, name=worker.name, types=worker.types)
         return worker
@@ -89,14 +91,13 @@ class Leasing:
         if worker is None:
             raise NotFound(f"no worker {worker_id!r}; list them with GET /workers", field="worker")
         revoked = replace(worker, revoked=True, last_seen=self.now())
-        self.store.save_worker(revoked)
+        self.lifecycle.worker_lost(revoked, "revoked")
         self.registry.update(revoked)
         self.queues.close(worker.id)
         why = f"its worker {worker.name} was revoked"
         for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
             if job.state is JobState.RUNNING and job.worker == worker.id:
                 self._hand_back(job, why)
-        self.signals.notify(f"worker:{worker.id}")
         _log.warning("worker_revoked", worker=worker.id, name=worker.name)
         return revoked
 
@@ -129,13 +130,18 @@ class Leasing:
         return self.lease_message(waiter.future.result())
 
     def lease_message(self, job: Job) -> Lease:
-        main = None
-        if job.role is not Role.MAIN:
-            task = self.store.task(job.project, job.task)
-            run = task.run_number(job.run) if task else None
-            main = self.store.job(run.jobs[Role.MAIN]) if run else None
-        env = {**job.spec.env, **reactions.environment(job, main)}
+        jobs: dict[str, Job] = {}
+        wanted = {*job.spec.needs, *(("main",) if job.name != "main" else ())}
+        task = self.store.task(job.project, job.task) if wanted else None
+        run = task.run_number(job.run) if task else None
+        if run is not None:
+            ids = {run.jobs[name]: name for name in wanted if name in run.jobs}
+            jobs = {ids[j.id]: j for j in self.store.jobs(list(ids))}
+        env = {**job.spec.env, **reactions.environment(job, jobs)}
         spec = job.spec
+        secrets = self.store.secrets(job.id) if spec.secrets else {}
+        if self.job_token is not None:  # a secret, so that its worker masks it in output
+            secrets["ASPHALT_JOB_TOKEN"] = self.job_token(job.id, job.attempt)
         return Lease(
             job=job.id,
             attempt=job.attempt,
@@ -144,7 +150,7 @@ class Leasing:
             env=env,
             timeout=spec.timeout,
             runtime=spec.runtime,
-            secrets=self.store.secrets(job.id) if spec.secrets else {},
+            secrets=secrets,
             limits=spec.limits.view(),
         )
 
@@ -159,7 +165,7 @@ class Leasing:
             )
             return
         back = replace(fresh.requeued(), attempt=fresh.attempt - 1, history=fresh.history)
-        self.store.save(jobs=[back])
+        self.lifecycle.commit(jobs=[back])
         self._drop_lease(fresh)
         self._enqueue(back)
 
@@ -284,9 +290,8 @@ class Leasing:
             self._end(ended)
             return ended
         back = job.to(JobState.LOST, ended_at=self.now(), reason=why).requeued()
-        self.store.save(jobs=[back])
+        self.lifecycle.commit(jobs=[back])
         self._drop_lease(job)
-        self.signals.notify(f"job:{job.id}")
         self._enqueue(back)
         return back
 
@@ -307,7 +312,7 @@ class Leasing:
             if history == job.history:
                 return
             late = replace(job, history=history)
-        self.store.save(jobs=[late])
+        self.lifecycle.commit(jobs=[late])
         _log.warning("late_result_ignored", job=job.id, attempt=fin.attempt, worker=worker.id)
 
     def expire_leases(self) -> None:
@@ -327,7 +332,7 @@ class Leasing:
     def deregister(self, worker: Worker) -> None:
         """A worker leaves for good; whatever it still held ends now instead of at lease expiry."""
         gone = replace(worker, gone=True, last_seen=self.now())
-        self.store.save_worker(gone)
+        self.lifecycle.worker_lost(gone, "left")
         self.registry.update(gone)
         for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
             if job.state is JobState.RUNNING:

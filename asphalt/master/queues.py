@@ -1,4 +1,4 @@
-"""The in-memory ready queues (reactions first) and the workers long-polling for a job."""
+"""The in-memory ready queues (jobs that continue a run first) and the workers long-polling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from asphalt.model import Job, Role, Worker
+from asphalt.model import Job, Worker
 
 
 def fits(job: Job, worker: Worker) -> bool:
@@ -59,11 +59,11 @@ class Queues:
                 self._waiters.remove(waiter)
                 return waiter
         self._waiters = [w for w in self._waiters if w.open()]
-        (self._main if job.role is Role.MAIN else self._reactions)[job.id] = job
+        (self._reactions if job.spec.needs else self._main)[job.id] = job
         return None
 
     def take(self, worker: Worker) -> Job | None:
-        """The first queued job this worker can run, reactions before new main jobs."""
+        """The first queued job this worker can run, jobs that wait on others before the rest."""
         for queue in (self._reactions, self._main):
             for job in queue.values():
                 if fits(job, worker):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from asphalt.master.scheduler import Scheduler
@@ -25,10 +25,19 @@ def output_text(scheduler: Scheduler, job: Job, *, tail: int | None = None) -> s
 
 
 def job_view(
-    scheduler: Scheduler, job: Job, *, output: bool = True, tail: int | None = None
+    scheduler: Scheduler,
+    job: Job,
+    *,
+    output: bool = True,
+    tail: int | None = None,
+    jobs: Mapping[str, Job] | None = None,
 ) -> dict[str, Any]:
+    if jobs is None and job.state is JobState.QUEUED and not job.ready:
+        task = scheduler.store.task(job.project, job.task)
+        run = task.run_number(job.run) if task else None
+        jobs = scheduler.run_jobs(run) if run else None
     text = output_text(scheduler, job, tail=tail) if output else None
-    body = job.view(output=text, reason=scheduler.reason(job))
+    body = job.view(output=text, reason=scheduler.reason(job, jobs))
     name = scheduler.registry.name(job.worker) if job.worker else None
     if name is not None:
         body["workerName"] = name
@@ -81,8 +90,8 @@ def task_view(
         "startedAt": rfc3339(min(started)) if started else None,
         "endedAt": rfc3339(max(ended)) if ended and status == "complete" else None,
         "jobs": {
-            str(role): job_view(scheduler, job, output=output, tail=TASK_OUTPUT_TAIL)
-            for role, job in jobs.items()
+            name: job_view(scheduler, job, output=output, tail=TASK_OUTPUT_TAIL, jobs=jobs)
+            for name, job in jobs.items()
         },
     }
     if output and len(task.runs) > 1:

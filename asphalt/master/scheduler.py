@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from asphalt import log
+from asphalt import graph, log
 from asphalt.config import MasterConfig
 from asphalt.errors import Conflict, NotFound, Unavailable
-from asphalt.master import reactions
-from asphalt.master.inputs import TaskInput
+from asphalt.master import events, reactions
+from asphalt.master.inputs import JobsInput, TaskInput
 from asphalt.master.leasing import Held, Leasing
+from asphalt.master.lifecycle import Lifecycle
 from asphalt.master.queues import Queues, fits
 from asphalt.master.signals import Signals
 from asphalt.master.store import Store
@@ -25,7 +26,6 @@ from asphalt.model import (
     JobInput,
     JobState,
     Project,
-    Role,
     Run,
     Task,
     new_id,
@@ -52,19 +52,47 @@ class Scheduler(Leasing):
         self.now_m = monotonic
         self.queues = Queues()
         self.signals = Signals()
+        self.events = events.Events(store.after_commit)
+        self.lifecycle = Lifecycle(store, self.events)
+        self._wake_on_events()
         self.registry = Registry(store.workers(), lease_s=config.lease_s, now_m=monotonic())
         self._leases: dict[str, Held] = {}
         self._chained: dict[tuple[str, int], str] = {}  # finished (job, attempt) -> next job
         self.closing = False
         self._delayed: dict[str, Job] = {}
+        self.job_token: Callable[[str, int], str] | None = None  # set where credentials are
         self._recover()
+
+    def _wake_on_events(self) -> None:
+        """Who waits on a job (a page following its output, a worker's held heartbeat for a
+        cancel, a worker that was cut off) is woken by the events, once the change is stored."""
+
+        def job_changed(event: events.JobEvent) -> None:
+            self.signals.notify(f"job:{event.job.id}")
+            if event.job.cancel_requested and event.job.worker:
+                self.signals.notify(f"worker:{event.job.worker}")
+
+        self.events.subscribe(events.JobQueued, job_changed)
+        self.events.subscribe(events.JobStarted, job_changed)
+        self.events.subscribe(events.JobEnded, job_changed)
+        self.events.subscribe(events.JobUpdated, job_changed)
+        self.events.subscribe(
+            events.WorkerLost, lambda e: self.signals.notify(f"worker:{e.worker.id}")
+        )
 
     def _recover(self) -> None:
         """Rebuild queues and leases from the store after a start or a crash."""
         grace = self.now_m() + self.config.lease_s
         active = sorted(self.store.active_jobs(), key=lambda j: j.created_at)
+        gone = {w.id: w for w in self.registry.records() if w.embedded and not w.gone}
+        for worker in gone.values():  # the master's own worker died with its last process
+            self.lifecycle.worker_lost(replace(worker, gone=True), "its master stopped")
+            self.registry.update(replace(worker, gone=True))
         for job in active:
-            if job.state is JobState.RUNNING and job.worker:
+            if job.state is JobState.RUNNING and job.worker in gone:
+                why = f"its worker {gone[job.worker].name} was the master's own, which stopped"
+                self._end(job.to(JobState.LOST, ended_at=self.now(), reason=why))
+            elif job.state is JobState.RUNNING and job.worker:
                 self._leases[job.id] = Held(job.worker, job.attempt, grace)
                 self.registry.running.setdefault(job.worker, set()).add(job.id)
             elif job.state is JobState.QUEUED and job.ready:
@@ -102,8 +130,10 @@ class Scheduler(Leasing):
             raise NotFound(f"no job {job_id!r}", field="job")
         return job
 
-    def run_jobs(self, run: Run) -> dict[Role, Job]:
-        return {job.role: job for job in self.store.jobs(list(run.jobs.values()))}
+    def run_jobs(self, run: Run) -> dict[str, Job]:
+        """The run's jobs by name, in the order the run lists them."""
+        found = {job.id: job for job in self.store.jobs(list(run.jobs.values()))}
+        return {name: found[job_id] for name, job_id in run.jobs.items() if job_id in found}
 
     def create_task(
         self, project: Project, task_input: TaskInput, *, key: str | None = None
@@ -116,53 +146,65 @@ class Scheduler(Leasing):
             id=task_id,
             project=project.id,
             created_at=now,
-            runs=(Run(number=1, created_at=now, jobs={j.role: j.id for j in jobs}),),
+            runs=(Run(number=1, created_at=now, jobs={j.name: j.id for j in jobs}),),
         )
-        secrets = {j.id: task_input.secrets.get(j.role, {}) for j in jobs}
-        self.store.create_task(task, jobs, key=key, secrets=secrets)
+        secrets = {j.id: task_input.secrets.get(j.name, {}) for j in jobs}
+        self.lifecycle.create(task, jobs, key=key, secrets=secrets)
         _log.debug("task_created", project=project.id, task=task.id, jobs=len(jobs))
-        self._enqueue(jobs[0])
+        self._enqueue_ready(jobs)
         return task
 
     def _new_jobs(
-        self, project: str, task: str, run: int, specs: Mapping[Role, JobInput], now: float
+        self,
+        project: str,
+        task: str,
+        run: int,
+        specs: Mapping[str, JobInput],
+        now: float,
+        *,
+        added: bool = False,
     ) -> list[Job]:
-        jobs = []
-        for role in Role:  # main first
-            spec = specs.get(role)
-            if spec is None:
-                continue
-            jobs.append(
-                Job(
-                    id=new_id(8),
-                    project=project,
-                    task=task,
-                    run=run,
-                    role=role,
-                    spec=spec,
-                    created_at=now,
-                    ready=role is Role.MAIN,
-                )
+        return [
+            Job(
+                id=new_id(8),
+                project=project,
+                task=task,
+                run=run,
+                name=name,
+                spec=spec,
+                created_at=now,
+                ready=not spec.needs,
+                added=added,
             )
-        return jobs
+            for name, spec in specs.items()
+        ]
+
+    def _enqueue_ready(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.state is JobState.QUEUED and job.ready:
+                self._enqueue(job)
 
     def rerun_task(self, project: Project, task: Task) -> Task:
+        """Run the task's graph again as a new run (jobs added while a run went on are not part
+        of it: the jobs that added them add them again)."""
         self._accepting()
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] != "complete":
             raise Conflict("the task's current run has not ended; cancel it first", field="task")
         now = self.now()
         number = task.current.number + 1
-        new = self._new_jobs(project.id, task.id, number, {r: j.spec for r, j in jobs.items()}, now)
-        run = Run(number=number, created_at=now, jobs={j.role: j.id for j in new})
+        specs = {name: j.spec for name, j in jobs.items() if not j.added}
+        new = self._new_jobs(project.id, task.id, number, specs, now)
+        run = Run(number=number, created_at=now, jobs={j.name: j.id for j in new})
         task = replace(task, runs=(*task.runs, run))
-        secrets = {j.id: self.store.secrets(jobs[j.role].id) for j in new if j.spec.secrets}
-        self.store.save(jobs=new, task=task, secrets=secrets)
+        secrets = {j.id: self.store.secrets(jobs[j.name].id) for j in new if j.spec.secrets}
+        self.lifecycle.commit(jobs=new, task=task, secrets=secrets)
         _log.info("task_rerun", project=project.id, task=task.id, run=number)
-        self._enqueue(new[0])
+        self._enqueue_ready(new)
         return task
 
     def rerun_job(self, job: Job) -> Job:
+        """Run one job again, and then everything downstream of it; the rest keep their ends."""
         project = self.project(job.project)
         task = self.task(project, job.task)
         if task.current.number != job.run:
@@ -172,14 +214,37 @@ class Scheduler(Leasing):
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] != "complete":
             raise Conflict("the task's run has not ended; wait for it or cancel it", field="job")
-        rerun = replace(job.requeued(), retried=0)
-        changed = [rerun]
-        if job.role is Role.MAIN:  # the run plays out again: its reactions wait for main anew
-            changed += [j.requeued(ready=False) for r, j in jobs.items() if r is not Role.MAIN]
-        self.store.save(jobs=changed)
-        _log.info("job_rerun", job=job.id, role=job.role)
+        rerun = replace(job.requeued(), retried=0, lost=0)
+        after = graph.downstream({name: j.spec.node for name, j in jobs.items()}, job.name)
+        changed = [rerun, *(replace(jobs[n].requeued(ready=False), retried=0) for n in after)]
+        self.lifecycle.commit(jobs=changed)
+        _log.info("job_rerun", job=job.id, name=job.name, downstream=len(after))
         self._enqueue(rerun)
         return rerun
+
+    def add_jobs(self, project: Project, task: Task, given: JobsInput) -> list[Job]:
+        """Add jobs to the task's current run while it goes on; those whose needs have all
+        ended already are decided at once."""
+        self._accepting()
+        jobs = self.run_jobs(task.current)
+        if task_status(jobs.values())[0] == "complete":
+            raise Conflict(
+                "the task's run has ended; jobs can be added only while it runs (rerun it, or "
+                "create a task)",
+                field="task",
+            )
+        now = self.now()
+        new = self._new_jobs(project.id, task.id, task.current.number, given.jobs, now, added=True)
+        every = {**jobs, **{j.name: j for j in new}}
+        decided = {j.id: j for j in reactions.advance(every, reactions.starting(jobs), now)}
+        new = [decided.get(j.id, j) for j in new]
+        run = replace(task.current, jobs={**task.current.jobs, **{j.name: j.id for j in new}})
+        task = replace(task, runs=(*task.runs[:-1], run))
+        secrets = {j.id: given.secrets.get(j.name, {}) for j in new}
+        self.lifecycle.commit(jobs=new, task=task, secrets=secrets)
+        _log.info("jobs_added", project=project.id, task=task.id, jobs=len(new))
+        self._enqueue_ready(new)
+        return new
 
     def cancel_task(self, task: Task) -> None:
         """Cancel what is queued or running in the task's current run."""
@@ -195,9 +260,8 @@ class Scheduler(Leasing):
             )
         elif job.state is JobState.RUNNING and not job.cancel_requested:
             job = replace(job, cancel_requested=True)
-            self.store.save(jobs=[job])
+            self.lifecycle.commit(jobs=[job])  # its worker hears of it from the event
             _log.info("job_cancel_requested", job=job.id, worker=job.worker)
-            self.signals.notify(f"worker:{job.worker}")
 
     def _end(self, job: Job) -> None:
         """Record a job's end with the reactions it sets off, in one commit; then notify.
@@ -205,7 +269,12 @@ class Scheduler(Leasing):
         An end its retry policy allows again is not an end yet: the job is queued for its next
         attempt after the backoff, and reactions wait for the last attempt.
         """
-        if job.state in RETRIED and job.retried < job.spec.retries and not job.cancel_requested:
+        if job.cancel_requested:
+            pass
+        elif job.state is JobState.LOST and job.lost < self.config.lost_retries:
+            self._lost_again(job)
+            return
+        elif job.state in RETRIED and job.retried < job.spec.retries:
             self._retry(job)
             return
         changed = [job]
@@ -213,27 +282,33 @@ class Scheduler(Leasing):
         run = task.run_number(job.run) if task else None
         if run is not None:
             jobs = self.run_jobs(run)
-            jobs[job.role] = job
-            changed += reactions.advance(jobs, job, self.now())
-        self.store.save(jobs=changed)
+            jobs[job.name] = job
+            changed += reactions.advance(jobs, [job.name], self.now())
+        self.lifecycle.commit(jobs=changed)
         self._drop_lease(job)
         # Each job's story is in its page; the log keeps only the ones that went wrong.
         (_log.debug if job.state is JobState.SUCCEEDED else _log.info)(
             "job_ended", job=job.id, state=job.state, status=job.status, worker=job.worker
         )
-        self.signals.notify(f"job:{job.id}")
         for other in changed[1:]:
-            self.signals.notify(f"job:{other.id}")
             if other.state is JobState.QUEUED:
                 self._enqueue(other)
+
+    def _lost_again(self, lost: Job) -> None:
+        """Lost is not failed: a job whose worker was lost runs again at once, its own retries
+        untouched, up to -lost-retries times; the lost attempt stays in its history."""
+        job = replace(lost.requeued(), lost=lost.lost + 1)
+        self.lifecycle.commit(jobs=[job])
+        self._drop_lease(lost)
+        _log.info("job_lost_retry", job=job.id, reason=lost.reason, lost=job.lost)
+        self._enqueue(job)
 
     def _retry(self, ended: Job) -> None:
         delay = min(ended.spec.backoff * 2**ended.retried, MAX_BACKOFF_S)
         job = replace(ended.requeued(), retried=ended.retried + 1, not_before=self.now() + delay)
-        self.store.save(jobs=[job])
+        self.lifecycle.commit(jobs=[job])
         self._drop_lease(ended)
         _log.info("job_retry", job=job.id, ended=ended.state, retry=job.retried, delay_s=delay)
-        self.signals.notify(f"job:{job.id}")
         self._enqueue(job)
 
     def _enqueue(self, job: Job) -> None:
@@ -251,12 +326,12 @@ class Scheduler(Leasing):
                 del self._delayed[job_id]
                 self._dispatch(job)
 
-    def reason(self, job: Job) -> str | None:
-        """Why a queued job is not running, in words a person can act on."""
+    def reason(self, job: Job, jobs: Mapping[str, Job] | None = None) -> str | None:
+        """Why a queued job is not running, in words a person can act on (`jobs`: its run's)."""
         if job.state is not JobState.QUEUED:
             return None
         if not job.ready:
-            return reactions.waiting_reason(job)
+            return reactions.waiting_reason(job, jobs)
         if job.not_before is not None and job.not_before > self.now():
             wait = job.not_before - self.now()
             last = job.history[-1].state if job.history else "failed"

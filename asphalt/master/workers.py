@@ -22,9 +22,12 @@ class Registry:
         self._seen_m = {w.id: now_m for w in self._workers.values() if not w.gone}
         self.running: dict[str, set[str]] = {w: set() for w in self._workers}
 
-    def new(self, reg: Registration, *, now: float, secret_hash: str) -> Worker:
+    def new(
+        self, reg: Registration, *, now: float, secret_hash: str, embedded: bool = False
+    ) -> Worker:
         """A record for a worker registering now; `add` it once it is stored."""
         return Worker(
+            embedded=embedded,
             secret_hash=secret_hash,
             id=new_id(8),
             name=reg.name,
@@ -50,6 +53,10 @@ class Registry:
     def record(self, worker_id: str) -> Worker | None:
         """Any worker ever registered, gone and revoked ones too."""
         return self._workers.get(worker_id)
+
+    def records(self) -> list[Worker]:
+        """Every worker ever registered."""
+        return list(self._workers.values())
 
     def name(self, worker_id: str) -> str | None:
         """The name of any worker ever registered, gone ones too."""

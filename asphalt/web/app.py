@@ -11,7 +11,7 @@ from aiohttp import web
 from asphalt.errors import AsphaltError
 from asphalt.master import auth
 from asphalt.master.http import Handler, wants_html
-from asphalt.web import format, forms, guard, login
+from asphalt.web import format, forms, graphdraw, guard, login
 from asphalt.web.pages import PAGES, chrome
 
 HERE = Path(__file__).parent
@@ -63,6 +63,7 @@ def setup(app: web.Application) -> None:
     env.filters["duration"] = lambda job: format.human_duration(
         format.seconds_between(job.get("startedAt"), job.get("endedAt"))
     )
+    env.filters["job_order"] = graphdraw.order
     env.globals["ENDED"] = format.ENDED
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.router.add_static("/static/", HERE / "static", name="static", append_version=True)

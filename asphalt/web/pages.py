@@ -14,10 +14,12 @@ from asphalt.master.http import SCHEDULER
 from asphalt.master.inputs import parse_limit, whole
 from asphalt.master.scheduler import Scheduler
 from asphalt.model import JobState, Scope
-from asphalt.web import guard
+from asphalt.web import graphdraw, guard
 from asphalt.web.format import strip_ansi
 
 PAGE_TAIL = 64 << 10  # the output a page shows; the whole of it is one link away
+TASK_PAGE_OUTPUT = 256 << 10  # all the jobs' output a task page shows, shared among them
+TASK_PAGE_MIN_TAIL = 256
 RECENT_S = 24 * 3600
 
 
@@ -125,21 +127,34 @@ async def task(request: web.Request) -> web.Response:
     if run is None:
         raise web.HTTPFound(request.path)
     view = render.task_view(scheduler, project, task, run, output=False)
+    tail = _output_tail(len(view["jobs"]))
     for job in view["jobs"].values():
         job_record = scheduler.job(job["id"])
         job["output"] = strip_ansi(
-            _whole_lines(render.output_text(scheduler, job_record, tail=8 << 10))
+            _whole_lines(render.output_text(scheduler, job_record, tail=tail))
         )
+    drawn = graphdraw.layout(view["jobs"])
+    graph = None
+    if graphdraw.is_graph(view["jobs"]):
+        graph = {"svg": graphdraw.svg(drawn), "omitted": drawn.omitted}
     runs = [render.run_summary(scheduler, r) for r in reversed(task.runs)]
     context = {
         "project": project.view(),
         "task": view,
+        "order": list(drawn.boxes),
+        "graph": graph,
         "runs": runs,
         "current": run.number == task.current.number,
         "live": _in_flight(view),
         "title": f"{task.id} · {project.name}",
     }
     return _page(request, "task.html", context)
+
+
+def _output_tail(jobs: int) -> int:
+    """How much of each job's output the task page shows: 8 KiB each for up to 32 jobs, then
+    less, so a task of 1,000 jobs still makes a page of a few hundred KiB."""
+    return max(TASK_PAGE_MIN_TAIL, min(8 << 10, TASK_PAGE_OUTPUT // max(jobs, 1)))
 
 
 def _whole_lines(text: str) -> str:
@@ -173,7 +188,7 @@ async def job(request: web.Request) -> web.Response:
         "offset": start + len(data),
         "hidden": start,
         "live": record.state in (JobState.QUEUED, JobState.RUNNING),
-        "title": f"{record.role} of {record.task} · {project.name}",
+        "title": f"{record.name} of {record.task} · {project.name}",
     }
     return _page(request, "job.html", context)
 

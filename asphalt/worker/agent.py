@@ -65,8 +65,11 @@ class Agent:
                 with contextlib.suppress(MasterError):
                     await asyncio.shield(self.client.deregister(self.worker_id))
                 _log.info("worker_stopped", worker=self.worker_id)
-            for claim in claims:
-                claim.release()
+            try:
+                await self._runner.close()  # its jobs' outputs directories are gone
+            finally:
+                for claim in claims:
+                    claim.release()
 
     async def _register(self) -> None:
         self._registered.clear()

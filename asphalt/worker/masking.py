@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import overload
 
 from asphalt.model import MASK
 from asphalt.worker.runtimes.base import OutputSink
@@ -37,8 +38,12 @@ class Masker:
         if held:  # it may hold a whole secret: one that begins another, or overlaps itself
             await self._sink(self._mask(held))
 
+    @overload
+    def text(self, text: str) -> str: ...
+    @overload
+    def text(self, text: None) -> None: ...
     def text(self, text: str | None) -> str | None:
-        """A message (a failure's reason) with the secrets in it masked."""
+        """A message (a failure's reason, an output's value) with the secrets in it masked."""
         if text is None or not self._secrets:
             return text
         return self._mask(text.encode()).decode("utf-8", "replace")

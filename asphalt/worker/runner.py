@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from asphalt import log
@@ -15,12 +15,16 @@ from asphalt.limits import parse_limits
 from asphalt.protocol import Finish, Lease
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
-from asphalt.worker.runtimes.base import JobSpec, OutputSink, Runtime, RuntimeFailure
+from asphalt.worker.outputs import OutputsError, parse_outputs
+from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
+from asphalt.worker.runtimes.outputs_file import OutputsFile
+from asphalt.worker.runtimes.workdirs import WorkDirs
 from asphalt.worker.uploader import Uploader
 
 _log = log.get("asphalt.runner")
 R = TypeVar("R")
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+ENV_URL = "ASPHALT_URL"  # how this worker reaches its master: a job can call its API there
 # How a job is asked to stop early, and what the master is told it ended as.
 STOPS = {
     "timed_out": "timed_out",
@@ -32,6 +36,27 @@ STOPS = {
 
 def backoff(attempt: int) -> float:
     return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a job attempt ended, as its finish tells it."""
+
+    state: str  # one of END_STATES, or "released"
+    status: int | None = None
+    reason: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _with_outputs(ended: Ended, outputs: OutputsFile, masker: Masker) -> Ended:
+    """The end with what the job wrote to $ASPHALT_OUTPUTS, its secrets masked. A file that
+    cannot be used fails a job that succeeded, and adds nothing to one that did not."""
+    try:
+        return replace(ended, outputs=parse_outputs(outputs.read(), masker.text))
+    except OutputsError as e:
+        return (
+            replace(ended, state="failed", reason=str(e)) if ended.state == "succeeded" else ended
+        )
 
 
 @dataclass(slots=True)
@@ -54,6 +79,13 @@ class Runner:
         self.config = config
         self.client = client
         self.runtimes = runtimes
+        # Private directories for the jobs' outputs files, beside their working directories
+        # (a host runtime's reap removes what a dead run left of both).
+        self._dirs = WorkDirs(config.work_dir)
+
+    async def close(self) -> None:
+        """Wait for the outputs directories of ended jobs to be removed."""
+        await self._dirs.close()
 
     async def run(
         self, worker: str, entry: RunningJob, want_next: Callable[[], bool]
@@ -72,9 +104,9 @@ class Runner:
         pump = asyncio.create_task(up.pump(self.config.flush_interval_s))
         masker = Masker(up.write, lease.secrets.values())
         try:
-            state, status, reason = await self._execute(worker, entry, masker.write)
+            end = await self._execute(worker, entry, masker)
             await masker.flush()
-            reason = masker.text(reason)
+            state, status, reason = end.state, end.status, masker.text(end.reason)
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,6 +126,7 @@ class Runner:
                 ended_at=ended,
                 next=want_next(),
                 applied=entry.applied,
+                outputs=end.outputs,
             )
             # A retry after a lost answer asks again, and the master sends the same job again.
             following = await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
@@ -108,25 +141,37 @@ class Runner:
         """Give a job back to the master unrun (or stopped), to run elsewhere."""
         await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
 
-    async def _execute(
-        self, worker: str, entry: RunningJob, sink: OutputSink
-    ) -> tuple[str, int | None, str | None]:
+    async def _execute(self, worker: str, entry: RunningJob, masker: Masker) -> Ended:
         lease = entry.lease
         runtime = self.runtimes.get(lease.runtime)
         if runtime is None:
-            return "failed", None, f"this worker has no {lease.runtime} runtime"
+            return Ended("failed", reason=f"this worker has no {lease.runtime} runtime")
         spec = JobSpec(
             job_id=lease.job,
             attempt=lease.attempt,
             action=lease.action,
             container=lease.container,
-            env={**lease.env, **lease.secrets},
+            env={**lease.env, **lease.secrets, ENV_URL: self.client.base_url},
             worker_id=worker,
             limits=parse_limits(lease.limits, "limits"),
             secret_names=tuple(lease.secrets),
         )
         entry.applied = runtime.applied(spec)
-        entry.task = asyncio.create_task(runtime.run(spec, sink, grace_s=self.config.grace_s))
+        try:
+            async with self._dirs.fresh(spec) as private:  # for its outputs file, not its cwd
+                outputs = OutputsFile.create(private)
+                ended = await self._wait(runtime, replace(spec, outputs=outputs), entry, masker)
+                return ended if ended.state == "released" else _with_outputs(ended, outputs, masker)
+        except RuntimeFailure as e:  # no place for its outputs file: it never ran
+            return Ended("failed", reason=e.reason)
+
+    async def _wait(
+        self, runtime: Runtime, spec: JobSpec, entry: RunningJob, masker: Masker
+    ) -> Ended:
+        """Run the job in its runtime until it ends, runs over its timeout, or is stopped."""
+        lease = entry.lease
+        running = runtime.run(spec, masker.write, grace_s=self.config.grace_s)
+        entry.task = asyncio.create_task(running)
         try:
             done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
         except asyncio.CancelledError:  # the worker is forced to stop: stop the job with it
@@ -142,16 +187,16 @@ class Runner:
             if task is not None and task.cancelling():
                 raise
             if entry.stop_as == "timed_out":
-                return "timed_out", None, f"ran over its timeout of {lease.timeout:g} s"
+                return Ended("timed_out", reason=f"ran over its timeout of {lease.timeout:g} s")
             if entry.stop_as == "released":
-                return "released", None, None
-            return "cancelled", None, "cancelled by request"
+                return Ended("released")
+            return Ended("cancelled", reason="cancelled by request")
         except RuntimeFailure as e:
-            return "failed", None, e.reason
+            return Ended("failed", reason=e.reason)
         except Exception as e:  # a bug or a surprise from a runtime ends this job, not the worker
             _log.exception("job_crashed", job=lease.job)
-            return "failed", None, f"the worker could not run it: {e!r}"
-        return ("succeeded" if status == 0 else "failed"), status, None
+            return Ended("failed", reason=f"the worker could not run it: {e!r}")
+        return Ended("succeeded" if status == 0 else "failed", status)
 
     async def _deliver(self, up: Uploader) -> None:
         """Send the rest of the output; keep trying while the master is away."""

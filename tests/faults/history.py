@@ -71,9 +71,12 @@ def check(
         assert state != "running", f"job {job['id']} is stuck running"
         assert state in ENDS or (allow_queued and state == "queued"), job
         attempts = job.get("attempts", [])
-        assert job["attempt"] <= job["retries"] + 1 + sum(1 for a in attempts if _handed_back(a)), (
-            job
+        # Attempts handed back, and up to LOST_RETRIES lost with their worker, use no retry.
+        lost = min(
+            LOST_RETRIES, sum(1 for a in attempts if a["state"] == "lost" and not _handed_back(a))
         )
+        again = sum(1 for a in attempts if _handed_back(a)) + lost
+        assert job["attempt"] <= job["retries"] + 1 + again, job
         spans = [(a["startedAt"], a["endedAt"], a["state"]) for a in attempts]
         spans.append((job["startedAt"], job["endedAt"], state))
         for (_, end1, state1), (start2, _, _) in itertools.pairwise(spans):
@@ -83,6 +86,9 @@ def check(
     assert job_containers(ids) == [], "a container outlived its job"
     assert job_processes(ids) == [], "a job process outlived its job"
     return jobs
+
+
+LOST_RETRIES = 2  # the master's -lost-retries default
 
 
 def _handed_back(attempt: dict[str, Any]) -> bool:

@@ -61,12 +61,53 @@ def test_a_master_killed_with_200_queued_and_10_running_finishes_them_all(
     assert http.get("/projects/p/tasks/t150")["jobs"]["main"]["output"] == "quick 150\n"
 
 
+def test_a_master_killed_with_jobs_on_its_own_worker_runs_them_again_after_restart(
+    tmp_path: Path,
+) -> None:
+    """Lost is not failed: the jobs that died with the master's own worker are given back at
+    start-up (no lease to wait out, no retry used), and all 80 succeed."""
+    rig = Cluster(tmp_path, *FAST)
+    try:
+        http = rig.master("-slots", "4")
+        rig.worker("-slots", "4", "-name", "other")
+        http.post("/", {"name": "p"})
+        tasks = [f"t{i:02d}" for i in range(80)]
+        for t in tasks:
+            http.post(
+                "/projects/p", {"id": t, "jobs": {"main": {"action": f"sleep 0.4; echo {t}"}}}
+            )
+
+        def on_both() -> bool:
+            names = {w["id"]: w["name"] for w in http.get("/workers")["workers"]}
+            busy = {names[w["id"]] for w in http.get("/workers")["workers"] if w["running"]}
+            return len(busy) == 2
+
+        wait_until(on_both, 60, "jobs running on both workers")
+        assert rig.master_proc is not None
+        rig.master_proc.kill()
+
+        http = rig.master("-slots", "4")
+        for t in tasks:
+            wait_until(lambda t=t: http.task_done("p", t), 120, f"task {t}")
+        jobs = check(http, {"p": tasks})
+        assert all(j["state"] == "succeeded" for j in jobs)
+        given_back = [
+            a for j in jobs for a in j.get("attempts", ()) if "master's own" in (a["reason"] or "")
+        ]
+        assert given_back, "no job was on the master's own worker when it died"
+        assert all(a["state"] == "lost" for a in given_back)
+        assert all(j["retries"] == 0 for j in jobs)  # run again without retries of their own
+        assert http.get("/projects/p/tasks/t42")["jobs"]["main"]["output"] == "t42\n"
+    finally:
+        rig.stop()
+
+
 @pytest.mark.docker
 @pytest.mark.parametrize("runtime", ["host", "docker"])
 def test_a_killed_worker_loses_its_job_and_its_restart_reaps_what_it_left(
     rig: Cluster, runtime: str, test_image: str
 ) -> None:
-    http = rig.master()
+    http = rig.master("-lost-retries", "0")  # lost stays lost: what `retries` does is seen
     worker = rig.worker("-name", "doomed")
     http.post("/", {"name": "p"})
     job: dict[str, object] = {"action": "echo started; sleep 300"}
@@ -106,7 +147,7 @@ def test_a_killed_worker_loses_its_job_and_its_restart_reaps_what_it_left(
     "cut_s", [1.5, 6.0], ids=["shorter-than-the-lease", "longer-than-the-lease"]
 )
 def test_a_worker_cut_off_from_the_master(rig: Cluster, cut_s: float) -> None:
-    http = rig.master()
+    http = rig.master("-lost-retries", "0")  # what a lease that ran out ends as, kept in view
     proxy = Proxy(rig.port)
     try:
         rig.worker(port=proxy.port)

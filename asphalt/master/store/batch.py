@@ -47,6 +47,7 @@ class Batches:
         self._done: asyncio.Future[None] | None = None
         self._bound = 0  # how much the open batch may have grown the store, at most
         self._limit = 0
+        self._after: list[Callable[[], None]] = []  # run once the open batch is committed
 
     async def flushed(self) -> None:
         """Return once every write made so far is committed and on disk."""
@@ -63,6 +64,13 @@ class Batches:
                 return fn(child)
         except lmdb.MapFullError as e:
             raise StoreFull() from e
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once every write made so far is committed: now, if none is pending."""
+        if self._batch is None:
+            fn()
+        else:
+            self._after.append(fn)
 
     def grew(self, nbytes: int) -> None:
         """Count a put of nbytes (or a delete, with 0) toward the batch's size."""
@@ -93,6 +101,9 @@ class Batches:
             os._exit(70)
         if done is not None and not done.done():
             done.set_result(None)
+        after, self._after = self._after, []
+        for fn in after:
+            fn()  # the events' own loop keeps a subscriber's failure from reaching here
 
     def _current(self) -> Txn | None:
         if self._batch is not None and self._bound > self._limit:

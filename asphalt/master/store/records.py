@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
+from asphalt.graph import When
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.model import (
     Attempt,
@@ -15,7 +16,6 @@ from asphalt.model import (
     JobInput,
     JobState,
     Project,
-    Role,
     Run,
     Scope,
     Task,
@@ -63,9 +63,10 @@ def job(raw: bytes) -> Job:
     spec["types"] = tuple(spec["types"])
     spec["secrets"] = tuple(spec.get("secrets", ()))
     spec["limits"] = Limits(**spec["limits"]) if spec.get("limits") else NO_LIMITS
+    spec["needs"] = tuple(spec["needs"])
+    spec["when"] = When(spec["when"])
     d["spec"] = JobInput(**spec)
     d["state"] = JobState(d["state"])
-    d["role"] = Role(d["role"])
     d["history"] = tuple(Attempt(**{**a, "state": JobState(a["state"])}) for a in d["history"])
     return Job(**d)
 

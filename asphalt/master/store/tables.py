@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asphalt import log
 from asphalt.errors import Conflict, Unavailable
-from asphalt.master.store import records
+from asphalt.master.store import migrations, records
 from asphalt.master.store.batch import Batches, open_env
 from asphalt.model import Job, Project, Task, Token, Worker
 
@@ -30,7 +31,9 @@ _DBS = (
     "idem",  # Idempotency-Key -> what the first request made
     "secrets",  # job id -> its secrets' values, never part of the job's record or view
     "tokens",  # API tokens, the join token and browser sessions: hashes, never secrets
+    "meta",  # the schema version (migrations.py)
 )
+_log = log.get("asphalt.store")
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
 
 
@@ -77,12 +80,26 @@ class Store:
         self._jobs = records.Decoded(records.job, 4096)
         self._tasks = records.Decoded(records.task, 1024)
         self._projects = records.Decoded(records.project, 256)
+        try:
+            migrated = self._write(lambda txn: migrations.upgrade(self._tables(txn)))
+        except BaseException:
+            self.close()
+            raise
+        if migrated is not None:
+            _log.info("store_migrated", was=migrated, now=migrations.SCHEMA, path=str(path))
+
+    def _tables(self, txn: Txn) -> migrations.Tables:
+        return migrations.Tables(txn, self._db, self._put)
 
     def close(self) -> None:
         """Close, with every write made so far on disk."""
         self._batches.commit()
         self._env.close()
         self._lock.close()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once every write made so far is committed (now, if none is pending)."""
+        self._batches.after_commit(fn)
 
     async def flushed(self) -> None:
         """Return once every write made so far is committed and on disk."""

@@ -11,9 +11,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asphalt.limits import NO_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from .outputs_file import OutputsFile
 
 # Called with each piece of output as the job produces it; stdout and stderr are merged.
 OutputSink = Callable[[bytes], Awaitable[None]]
@@ -48,6 +51,7 @@ class JobSpec:
     worker_id: str = ""
     limits: Limits = NO_LIMITS  # the job's own; the worker's defaults fill in the rest
     secret_names: tuple[str, ...] = ()  # which of env are secrets: never put on a command line
+    outputs: OutputsFile | None = None  # where $ASPHALT_OUTPUTS lands; None: the job gets none
 
 
 class RuntimeFailure(Exception):
@@ -71,6 +75,9 @@ class Runtime(Protocol):
       executable not found) raises `RuntimeFailure` with a reason a person can read.
     - Nothing is left behind: no process group, no container, after `run` returns or raises;
       a job's working directory is removed in the background, and `close` waits for that.
+    - With `spec.outputs`, the job's `$ASPHALT_OUTPUTS` names a file it may write, and once
+      `run` returns what the job wrote there is in `spec.outputs` (a job stopped early may
+      leave it as it was).
     """
 
     name: str

@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from docker.types import CancellableStream, LogConfig
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.worker.outputs import ENV
 
 from .base import (
     LABEL_ATTEMPT,
@@ -29,6 +30,7 @@ from .base import (
     output_pipe,
 )
 from .host import job_env
+from .outputs_file import IN_CONTAINER, OutputsFile, container_archive
 
 T = TypeVar("T")
 
@@ -124,7 +126,10 @@ class DockerRuntime:
                 await pipe.copy_to(sink)
             if copier.error is not None:
                 raise RuntimeFailure(f"cannot read the job's output: {copier.error}")
-            return int((await self._call(lambda _: running.wait()))["StatusCode"])
+            status = int((await self._call(lambda _: running.wait()))["StatusCode"])
+            if spec.outputs is not None:
+                await asyncio.to_thread(_copy_outputs, running, spec.outputs)
+            return status
         finally:
             if copier is not None:
                 copier.stop()  # before any await: its thread ends whatever happens next
@@ -229,17 +234,20 @@ def _start(client: docker.DockerClient, spec: JobSpec, confinement: dict[str, An
         LABEL_ATTEMPT: str(spec.attempt),
         LABEL_WORKER: spec.worker_id,
     }
+    outputs = spec.outputs.env(IN_CONTAINER) if spec.outputs is not None else {}
     try:
         container = client.containers.create(
             spec.container or "",
             command,
-            environment={**spec.env, **job_env(spec)},
+            environment={**spec.env, **job_env(spec), **outputs},
             labels=labels,
             tty=False,
             stdin_open=False,
             **confinement,
         )
         try:
+            if outputs:  # before the job runs: its image may run as any user
+                container.put_archive("/", container_archive())
             container.start()
         except BaseException:
             with contextlib.suppress(DockerException, OSError):
@@ -248,6 +256,18 @@ def _start(client: docker.DockerClient, spec: JobSpec, confinement: dict[str, An
     except APIError as e:
         raise RuntimeFailure(f"docker cannot run the container: {e.explanation}") from e
     return container
+
+
+def _copy_outputs(container: Container, outputs: OutputsFile) -> None:
+    """Bring the job's outputs file out of its ended container (a file it removed: none)."""
+    try:
+        archive, _ = container.get_archive(IN_CONTAINER, chunk_size=65536)
+        outputs.copy_archive(archive)
+    except NotFound:
+        pass
+    except (DockerException, OSError) as e:
+        why = e.explanation if isinstance(e, APIError) else e
+        outputs.refuse(f"{ENV} could not be copied out of the container: {why}")
 
 
 def _dispose(container: Container, grace_s: float) -> None:

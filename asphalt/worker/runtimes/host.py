@@ -75,7 +75,8 @@ class HostRuntime:
 
     async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
         argv = ["/bin/sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
-        env = {**self._given, **spec.env, **job_env(spec)}
+        outputs = spec.outputs.env() if spec.outputs is not None else {}
+        env = {**self._given, **spec.env, **job_env(spec), **outputs}
         async with self._dirs.fresh(spec) as cwd:
             return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
 

@@ -30,6 +30,7 @@ from .host import (
     reap_processes,
     run_process,
 )
+from .outputs_file import IN_CONTAINER, IN_CONTAINER_DIR
 from .workdirs import WorkDirs
 
 # The URI schemes `singularity pull` (and spython) accept; images named so are pulled to the
@@ -78,6 +79,8 @@ class SingularityRuntime:
         image = await self._image(spec.container)
         command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
         flags, prefixed = self._env(spec)
+        if spec.outputs is not None:  # its directory, bound where a docker job finds it too
+            flags += ["--bind", f"{spec.outputs.path.parent}:{IN_CONTAINER_DIR}"]
         argv = [self._binary, "exec", "--cleanenv", "--containall", *flags, image, *command]
         # The markers go on singularity's own process too, so its whole tree can be found.
         env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
@@ -126,7 +129,8 @@ class SingularityRuntime:
         """The job's env as `--env` flags, and as variables for what a flag cannot carry."""
         apptainer = "apptainer" in Path(self._binary or "").name
         prefix = "APPTAINERENV_" if apptainer else "SINGULARITYENV_"
-        env = {**spec.env, **job_env(spec)}
+        outputs = spec.outputs.env(IN_CONTAINER) if spec.outputs is not None else {}
+        env = {**spec.env, **job_env(spec), **outputs}
         secret = set(spec.secret_names)
         # A secret goes in a variable, never in argv, where any user of the box could read it.
         flags, prefixed = env_flags({k: v for k, v in env.items() if k not in secret}, prefix)

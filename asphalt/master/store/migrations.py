@@ -1,0 +1,93 @@
+"""The store's schema version and the steps that bring an older store up to it.
+
+A store with no version is version 1 (the release before task graphs) unless it is empty. Each
+step rewrites records in the one transaction that also writes the new version, so a crash in a
+migration leaves the store as it was, and the next start runs it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from asphalt.errors import Unavailable
+from asphalt.graph import roles_as_graph
+from asphalt.master.store import records
+
+if TYPE_CHECKING:
+    from asphalt.master.store.batch import Txn
+
+SCHEMA = 2
+VERSION_KEY = b"schema"
+
+
+class Tables:
+    """What a migration step may use: a write transaction and the store's tables by name."""
+
+    def __init__(
+        self, txn: Txn, dbs: dict[str, Any], put: Callable[[Txn, str, bytes, bytes], None]
+    ):
+        self.txn = txn
+        self._dbs = dbs
+        self._put = put
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self._dbs[table])
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._put(self.txn, table, key, value)
+
+    def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
+        yield from list(self.txn.cursor(db=self._dbs[table]))
+
+    def empty(self, table: str) -> bool:
+        return int(self.txn.stat(self._dbs[table])["entries"]) == 0
+
+
+def upgrade(tables: Tables) -> int | None:
+    """Bring the store to SCHEMA; the version it had, if it was migrated."""
+    raw = tables.get("meta", VERSION_KEY)
+    if raw is not None:
+        version = int(records.unpack_value(raw))
+    else:
+        version = 1 if not (tables.empty("projects") and tables.empty("jobs")) else SCHEMA
+    if version > SCHEMA:
+        raise Unavailable(
+            f"this store has schema {version}, written by a newer asphalt than this one "
+            f"(schema {SCHEMA}); run that release, or a newer one"
+        )
+    for step in range(version, SCHEMA):
+        _STEPS[step](tables)
+    if raw is None or version != SCHEMA:
+        tables.put("meta", VERSION_KEY, records.pack_value(SCHEMA))
+    return version if version != SCHEMA else None
+
+
+def _roles_to_names(tables: Tables) -> None:
+    """1 -> 2: a job had a role; now it has a name and its place in the task's graph, which for
+    the four roles is the graph they always were. It also gains outputs and two counters."""
+    for _, raw in tables.items("tasks"):
+        task = records.unpack_value(raw)
+        for run in task["runs"]:
+            graph = roles_as_graph(run["jobs"])
+            for name, job_id in run["jobs"].items():
+                key = job_id.encode()
+                stored = tables.get("jobs", key)
+                if stored is None:
+                    continue
+                job = records.unpack_value(stored)
+                if "name" in job:
+                    continue
+                job["name"] = job.pop("role", name)
+                node = graph.get(name)
+                job["spec"].setdefault("needs", list(node.needs) if node else [])
+                job["spec"].setdefault("when", str(node.when) if node else "success")
+                job.setdefault("outputs", {})
+                job.setdefault("lost", 0)
+                job.setdefault("added", False)
+                new = records.pack_value(job)
+                records.job(new)  # it must read back as a job of this release, or nothing moves
+                tables.put("jobs", key, new)
+
+
+_STEPS: dict[int, Callable[[Tables], None]] = {1: _roles_to_names}

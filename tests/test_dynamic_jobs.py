@@ -1,0 +1,127 @@
+"""Jobs added while a task runs: by a person (POST .../jobs) and by a running job with its own
+ASPHALT_JOB_TOKEN, which is good only for its task and only while it runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Cluster, Http, wait_until
+
+# Run by each step: it adds the next step, which needs it, until step 3; it keeps its token in
+# a file so the test can try it once the job has ended.
+STEP = """
+import json, os, sys, urllib.request
+name = os.environ["ASPHALT_JOB_NAME"]
+number = int(name.split("-")[1])
+open(os.path.join(sys.argv[1], name + ".token"), "w").write(os.environ["ASPHALT_JOB_TOKEN"])
+print("token", os.environ["ASPHALT_JOB_TOKEN"])
+if number < 3:
+    nxt = "step-%d" % (number + 1)
+    body = {"jobs": {nxt: {"action": os.environ["STEP_ACTION"], "needs": [name],
+                           "env": {"STEP_ACTION": os.environ["STEP_ACTION"]}}}}
+    url = "%s/projects/%s/tasks/%s/jobs" % (
+        os.environ["ASPHALT_URL"], os.environ["ASPHALT_PROJECT_ID"], os.environ["ASPHALT_TASK_ID"])
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": "Bearer " + os.environ["ASPHALT_JOB_TOKEN"]})
+    with urllib.request.urlopen(request) as answer:
+        print("added", nxt, answer.status)
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    yield c
+    c.stop()
+
+
+def _bearer(http: Http, token: str) -> Http:
+    return Http(http.base, token=token)
+
+
+def test_a_job_adds_a_job_that_adds_another_and_the_token_dies_with_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    http = cluster.master("-auth", "always", ready=401)
+    admin = _bearer(http, (cluster.data / "admin.token").read_text().strip())
+    admin.post("/", {"name": "dyn"})
+    admin.post("/", {"name": "other"})
+    admin.post("/projects/other", {"id": "theirs", "action": "true"})
+    script = tmp_path / "step.py"
+    script.write_text(STEP)
+    action = f"{sys.executable} {script} {tmp_path}"
+    admin.post(
+        "/projects/dyn",
+        {"id": "grow", "jobs": {"step-1": {"action": action, "env": {"STEP_ACTION": action}}}},
+    )
+    done: dict[str, Any] = wait_until(
+        lambda: (
+            (t := admin.get("/projects/dyn/tasks/grow"))["status"] == "complete"
+            and len(t["jobs"]) == 3
+            and t
+        ),
+        60,
+        "the task to grow to three steps and end",
+    )
+    jobs = done["jobs"]
+    assert list(jobs) == ["step-1", "step-2", "step-3"], jobs
+    assert all(j["state"] == "succeeded" for j in jobs.values()), jobs
+    assert jobs["step-2"]["needs"] == ["step-1"] and "added step-3 201" in jobs["step-2"]["output"]
+    assert jobs["step-1"]["endedAt"] <= jobs["step-2"]["startedAt"]
+    token = (tmp_path / "step-1.token").read_text()
+    assert token.startswith("asj_") and token not in json.dumps(done)  # masked in output
+    assert "token ***" in jobs["step-1"]["output"]
+
+    job = _bearer(http, token)
+    status, body = job.call("GET", "/projects/dyn/tasks/grow")
+    assert status == 401 and "only while its job runs" in body["error"], body
+    more = {"jobs": {"late": {"action": "true"}}}
+    assert job.call("POST", "/projects/dyn/tasks/grow/jobs", more)[0] == 401
+
+
+def test_a_job_token_reaches_only_its_own_task(cluster: Cluster, tmp_path: Path) -> None:
+    http = cluster.master("-auth", "always", ready=401)
+    admin = _bearer(http, (cluster.data / "admin.token").read_text().strip())
+    admin.post("/", {"name": "dyn"})
+    admin.post("/projects/dyn", {"id": "theirs", "action": "true"})
+    hold = tmp_path / "release"
+    keep = f"echo $ASPHALT_JOB_TOKEN > {tmp_path}/t; while [ ! -e {hold} ]; do sleep 0.1; done"
+    admin.post("/projects/dyn", {"id": "mine", "action": keep})
+    token = wait_until(lambda: (tmp_path / "t").exists() and (tmp_path / "t").read_text(), 30)
+    job = _bearer(http, token.strip())
+    assert job.get("/projects/dyn/tasks/mine")["status"] == "running"
+    for method, path, body in [
+        ("GET", "/projects/dyn/tasks/theirs", None),
+        ("POST", "/projects/dyn/tasks/theirs/jobs", {"jobs": {"x": {"action": "true"}}}),
+        ("GET", "/", None),
+        ("POST", "/projects/dyn", {"action": "true"}),
+        ("POST", "/projects/dyn/tasks/mine/cancel", None),
+        ("GET", "/tokens", None),
+    ]:
+        status, answer = job.call(method, path, body)
+        assert status == 403 and "own task" in answer["error"], (method, path, status, answer)
+    bad = {"jobs": {"x": {"action": "true", "needs": ["nope"]}}}
+    status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", bad)
+    assert status == 400 and answer["field"] == "jobs.x.needs", answer
+    cycle = {"jobs": {"x": {"action": "true", "needs": ["y"]}, "y": {"action": "1", "needs": "x"}}}
+    status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", cycle)
+    assert status == 400 and "x -> y -> x" in answer["error"], answer
+    status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", {"jobs": {"main": {}}})
+    assert status == 400 and answer["field"] == "jobs.main", answer  # the name is taken
+    added = job.post(
+        "/projects/dyn/tasks/mine/jobs", {"jobs": {"then": {"action": "true", "needs": "main"}}}
+    )
+    assert added["jobs"]["then"]["state"] == "queued"
+    assert "waits for main" in added["jobs"]["then"]["reason"]
+    hold.touch()
+    done = wait_until(lambda: admin.task_done("dyn", "mine"), 30)
+    assert done["jobs"]["then"]["state"] == "succeeded" and done["outcome"] == "succeeded"
+    status, answer = admin.call(
+        "POST", "/projects/dyn/tasks/mine/jobs", {"jobs": {"z": {"action": "true"}}}
+    )
+    assert status == 409 and "has ended" in answer["error"], answer
