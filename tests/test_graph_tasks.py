@@ -3,6 +3,7 @@ fan-in, `when`, the checks that refuse a graph, reruns of a job and what is down
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,29 @@ def test_a_job_rerun_runs_what_is_downstream_of_it_and_keeps_the_rest(cluster: C
     assert later["a"]["attempt"] == 1 and later["side"]["attempt"] == 1
     assert later["c"]["startedAt"] >= later["b"]["endedAt"] > first["c"]["endedAt"]
     assert later["a"]["endedAt"] == first["a"]["endedAt"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("runtime", ["host", "docker"])
+def test_outputs_reach_the_jobs_that_need_them_and_show_in_the_view(
+    cluster: Cluster, runtime: str, test_image: str
+) -> None:
+    http = cluster.master()
+    http.post("/", {"name": "g"})
+    write = (
+        'echo "version=1.2.3" >> "$ASPHALT_OUTPUTS"; '
+        'printf "notes<<EOF\\nline one\\nline two\\nEOF\\n" >> "$ASPHALT_OUTPUTS"'
+    )
+    build: dict[str, Any] = {"action": write}
+    if runtime == "docker":
+        build["container"] = test_image
+    jobs = {"build": build, "use": {"action": 'printf "%s" "$ASPHALT_NEEDS"', "needs": ["build"]}}
+    http.post("/projects/g", {"id": "out", "jobs": jobs})
+    done = _done(http, "out")
+    assert done["outcome"] == "succeeded", done
+    outputs = {"version": "1.2.3", "notes": "line one\nline two"}
+    assert done["jobs"]["build"]["outputs"] == outputs
+    assert http.get(f"/jobs/{done['jobs']['build']['id']}")["outputs"] == outputs
+    seen = json.loads(done["jobs"]["use"]["output"])
+    assert seen == {"build": {"state": "succeeded", "status": 0, "outputs": outputs}}
+    assert done["jobs"]["use"]["outputs"] == {}

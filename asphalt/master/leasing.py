@@ -235,6 +235,7 @@ class Leasing:
             started_at=fin.started_at,
             ended_at=fin.ended_at,
             applied=fin.applied,
+            outputs=fin.outputs,
         )
         self._end(ended)
         return ended
