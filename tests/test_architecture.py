@@ -122,7 +122,15 @@ def test_one_door_for_job_state_changes_and_events_only_after_it() -> None:
                 assert where == door, f"{where} checks a transition; only {door} may"
             if method == "publish":
                 assert where == door, f"{where} publishes an event; only {door} may"
-    core = ("lifecycle", "events", "scheduler", "leasing", "reactions", "queues", "workers")
+    core = (
+        *SERVICES,
+        "scheduler",
+        "lifecycle",
+        "events",
+        "reactions",
+        "queues",
+        "workers",
+    )
     for name in core:
         names = _imports(PACKAGE / "master" / f"{name}.py")
         assert not any(n.startswith(("aiohttp", "asphalt.web")) for n in names), name
@@ -132,6 +140,26 @@ def test_one_door_for_job_state_changes_and_events_only_after_it() -> None:
     # Events are handed to subscribers only once the store has committed (Events.publish).
     source = (PACKAGE / "master" / "events.py").read_text()
     assert "self._after_commit(lambda: self._deliver(event))" in source
+
+
+# The core's services, lowest first: each may use the ones before it, never one after it.
+SERVICES = ("dispatch", "tasks", "leasing", "membership")
+
+
+def test_the_core_is_composed_services_that_depend_one_way() -> None:
+    for i, name in enumerate(SERVICES):
+        path = PACKAGE / "master" / f"{name}.py"
+        above = {f"asphalt.master.{later}" for later in (*SERVICES[i + 1 :], "scheduler")}
+        assert not _imports(path) & above, f"{name} uses a service built on it"
+    for path in sorted((PACKAGE / "master").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):  # no mixins: a service is handed what it uses
+                bases = [ast.unparse(b) for b in node.bases]
+                asphalt_bases = [b for b in bases if b.split("[")[0] not in PLAIN_BASES]
+                assert not asphalt_bases, f"{path}: {node.name} inherits {asphalt_bases}"
+
+
+PLAIN_BASES = frozenset({"Enum", "StrEnum", "Exception", "Generic", "Protocol", "TypedDict"})
 
 
 def test_no_module_reaches_into_another_modules_internals() -> None:

@@ -72,6 +72,6 @@ async def new_join_token(request: web.Request) -> web.Response:
 @routes.post("/workers/{worker}/revoke", name="revoke_worker")
 async def revoke_worker(request: web.Request) -> web.Response:
     scheduler = request.config_dict[SCHEDULER]
-    worker = scheduler.revoke(request.match_info["worker"])
+    worker = scheduler.workers.revoke(request.match_info["worker"])
     views = scheduler.registry.views(scheduler.now_m(), now=scheduler.now(), every=True)
     return reply(next(v for v in views if v["id"] == worker.id))

@@ -19,12 +19,12 @@ FOLLOW_WAIT_S = 15.0
 
 def _project(request: web.Request) -> tuple[Scheduler, Project]:
     scheduler = request.app[SCHEDULER]
-    return scheduler, scheduler.project(request.match_info["project"])
+    return scheduler, scheduler.tasks.project(request.match_info["project"])
 
 
 def _task(request: web.Request) -> tuple[Scheduler, Project, Task]:
     scheduler, project = _project(request)
-    return scheduler, project, scheduler.task(project, request.match_info["task"])
+    return scheduler, project, scheduler.tasks.task(project, request.match_info["task"])
 
 
 def _run(request: web.Request, task: Task) -> Run:
@@ -64,9 +64,9 @@ async def create_project(request: web.Request) -> web.Response:
     key = _idempotency(request)
     made = scheduler.store.made_by(key) if key else None
     if made is not None:
-        return reply(scheduler.project(made[0]).view(), 201)
+        return reply(scheduler.tasks.project(made[0]).view(), 201)
     given = parse_project(await read_json(request))
-    project = scheduler.create_project(given.name, given.id, key=key)
+    project = scheduler.tasks.create_project(given.name, given.id, key=key)
     return reply(project.view(), 201)
 
 
@@ -94,9 +94,9 @@ async def create_task(request: web.Request) -> web.Response:
     key = _idempotency(request)
     made = scheduler.store.made_by(key) if key else None
     if made is not None:
-        task = scheduler.task(project, made[1])
+        task = scheduler.tasks.task(project, made[1])
     else:
-        task = scheduler.create_task(project, parse_task(await read_json(request)), key=key)
+        task = scheduler.tasks.create_task(project, parse_task(await read_json(request)), key=key)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 
@@ -109,7 +109,7 @@ async def show_task(request: web.Request) -> web.Response:
 @routes.post("/projects/{project}/tasks/{task}/rerun", name="rerun_task")
 async def rerun_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
-    task = scheduler.rerun_task(project, task)
+    task = scheduler.tasks.rerun_task(project, task)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 
@@ -117,22 +117,22 @@ async def rerun_task(request: web.Request) -> web.Response:
 async def add_jobs(request: web.Request) -> web.Response:
     """Add jobs to the task's current run while it goes on (a job may, with its own token)."""
     scheduler, project, task = _task(request)
-    existing = {name: j.spec.node for name, j in scheduler.run_jobs(task.current).items()}
-    scheduler.add_jobs(project, task, parse_jobs(await read_json(request), existing))
-    task = scheduler.task(project, task.id)
+    existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
+    scheduler.tasks.add_jobs(project, task, parse_jobs(await read_json(request), existing))
+    task = scheduler.tasks.task(project, task.id)
     return reply(render.task_view(scheduler, project, task, task.current), 201)
 
 
 @routes.post("/projects/{project}/tasks/{task}/cancel", name="cancel_task")
 async def cancel_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
-    scheduler.cancel_task(task)
+    scheduler.tasks.cancel_task(task)
     return reply(render.task_view(scheduler, project, task, task.current))
 
 
 def _job(request: web.Request) -> tuple[Scheduler, Job]:
     scheduler = request.app[SCHEDULER]
-    return scheduler, scheduler.job(request.match_info["job"])
+    return scheduler, scheduler.tasks.job(request.match_info["job"])
 
 
 @routes.get("/jobs/{job}", name="job")
@@ -144,7 +144,7 @@ async def show_job(request: web.Request) -> web.Response:
 @routes.post("/jobs/{job}/rerun", name="rerun_job")
 async def rerun_job(request: web.Request) -> web.Response:
     scheduler, job = _job(request)
-    return reply(render.job_view(scheduler, scheduler.rerun_job(job)), 201)
+    return reply(render.job_view(scheduler, scheduler.tasks.rerun_job(job)), 201)
 
 
 @routes.get("/jobs/{job}/output", name="job_output")

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from asphalt import tls
 from asphalt.config import MasterConfig
-from asphalt.master import addresses, admin, api, auth, dispatch
+from asphalt.master import addresses, admin, api, auth, worker_api
 from asphalt.master.credentials import Credentials
 from asphalt.master.http import MAX_BODY, SCHEDULER, errors
 from asphalt.master.reaper import reap_forever
@@ -37,9 +37,9 @@ def build_app(config: MasterConfig) -> web.Application:
     )
     app[admin.WORKER_COMMAND] = addresses.worker_command(config)
     app[SCHEDULER] = Scheduler(store, config)
-    app[SCHEDULER].job_token = app[auth.CREDENTIALS].job_token
+    app[SCHEDULER].leases.job_token = app[auth.CREDENTIALS].job_token
     auth.protect(app, "user")  # before the pages' middleware, which serves pages itself
-    dispatch.build(app)
+    worker_api.build(app)
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
     pages.setup(app)

@@ -1,124 +1,111 @@
-"""The worker protocol's HTTP handlers: register, lease, heartbeat, output, finish.
-
-They form the `/_worker` sub-application, whose guard (asphalt.master.auth) lets only the join
-token register and only a worker's own credential make its other calls.
-"""
+"""Dispatch: which ready job goes to which worker. It owns the ready queues and the workers
+waiting on them, the retries waiting out their backoff, and the book of leases handed out."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from asphalt import protocol
-from asphalt.errors import BadRequest
-from asphalt.master import auth
-from asphalt.master.credentials import Credentials
-from asphalt.master.http import SCHEDULER, read_body, read_json, reply
-from asphalt.master.inputs import whole
-from asphalt.model import Worker
-from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
+from asphalt import log
+from asphalt.config import MasterConfig
+from asphalt.master.lifecycle import Lifecycle
+from asphalt.master.queues import Queues
+from asphalt.master.workers import Registry
+from asphalt.model import Job, JobState, Worker
 
-routes = web.RouteTableDef()
-
-
-def build(parent: web.Application) -> web.Application:
-    """The worker protocol as a sub-application of `parent`, mounted at /_worker."""
-    app = web.Application()
-    app.router.add_routes(
-        [
-            web.RouteDef(r.method, r.path.removeprefix(protocol.PREFIX), r.handler, r.kwargs)
-            for r in routes
-            if isinstance(r, web.RouteDef)
-        ]
-    )
-    auth.protect(app, "worker")
-    parent.add_subapp(protocol.PREFIX, app)
-    return app
+_log = log.get("asphalt.scheduler")
 
 
-def _worker(request: web.Request) -> Worker:
-    return request.config_dict[SCHEDULER].worker(request.match_info["worker"])
+@dataclass(slots=True)
+class Held:
+    """A lease in memory: which worker holds which attempt, and until when (monotonic)."""
+
+    worker: str
+    attempt: int
+    deadline_m: float
 
 
-def _connected(request: web.Request) -> bool:
-    return request.transport is not None and not request.transport.is_closing()
+class Dispatch:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        registry: Registry,
+        config: MasterConfig,
+        *,
+        now: Callable[[], float],
+        now_m: Callable[[], float],
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.registry = registry
+        self.config = config
+        self.now = now
+        self.now_m = now_m
+        self.queues = Queues()
+        self.closing = False
+        self.leases: dict[str, Held] = {}  # job id -> the lease on its running attempt
+        self._delayed: dict[str, Job] = {}
 
+    def enqueue(self, job: Job) -> None:
+        """A ready job goes to the queues at once, or waits out its retry backoff first."""
+        if job.not_before is not None and job.not_before > self.now():
+            self._delayed[job.id] = job
+        else:
+            self._hand_out(job)
 
-def _int_query(request: web.Request, name: str) -> int:
-    raw = request.query.get(name, "")
-    if not whole(raw):
-        raise BadRequest(f"{name} must be a whole number", field=name)
-    return int(raw)
+    def enqueue_ready(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            if job.state is JobState.QUEUED and job.ready:
+                self.enqueue(job)
 
+    def _hand_out(self, job: Job) -> None:
+        """Hand a ready job to a waiting worker that fits, or queue it."""
+        waiter = self.queues.push(job)
+        if waiter is not None:
+            waiter.future.set_result(self.grant(job, waiter.worker))
 
-@routes.post(protocol.REGISTER, name="register")
-async def register(request: web.Request) -> web.Response:
-    scheduler = request.config_dict[SCHEDULER]
-    reg = Registration.parse(await read_json(request))
-    secret, secret_hash = Credentials.worker_secret()
-    embedded = request.config_dict[auth.CREDENTIALS].embedded(auth.bearer(request) or "")
-    worker = scheduler.register(reg, secret_hash, embedded=embedded)
-    config = scheduler.config
-    welcome = Welcome(
-        worker=worker.id,
-        secret=secret,
-        poll_hold_s=config.poll_hold_s,
-        heartbeat_s=config.heartbeat_s,
-        lease_s=config.lease_s,
-    )
-    return reply(to_json(welcome), 201)
+    def promote_due(self) -> None:
+        """Queue the retries whose backoff is over (the reaper calls this every second)."""
+        now = self.now()
+        for job_id, job in list(self._delayed.items()):
+            if job.not_before is None or job.not_before <= now:
+                del self._delayed[job_id]
+                self._hand_out(job)
 
+    def withdraw(self, job_id: str) -> None:
+        """A queued job will not run (it was cancelled): out of the queues and the backoff."""
+        self.queues.remove(job_id)
+        self._delayed.pop(job_id, None)
 
-@routes.post(protocol.LEASE, name="lease")
-async def lease(request: web.Request) -> web.Response:
-    worker = _worker(request)
-    found = await request.config_dict[SCHEDULER].lease(worker, lambda: _connected(request))
-    if found is None:
-        return web.Response(status=204)
-    return reply(to_json(found))
+    def grant(self, job: Job, worker: Worker) -> Job:
+        """Lease the job's next attempt to the worker: stored as running, then booked."""
+        job = job.to(
+            JobState.RUNNING,
+            worker=worker.id,
+            attempt=job.attempt + 1,
+            started_at=self.now(),
+            reason=None,
+        )
+        self.lifecycle.commit(jobs=[job])
+        self.hold(job, self.now_m() + self.config.lease_s)
+        _log.debug("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
+        return job
 
+    def hold(self, job: Job, deadline_m: float) -> None:
+        """Book a running attempt's lease (on a grant, or found running at start-up)."""
+        assert job.worker is not None
+        self.leases[job.id] = Held(job.worker, job.attempt, deadline_m)
+        self.registry.running.setdefault(job.worker, set()).add(job.id)
 
-@routes.post(protocol.HEARTBEAT, name="heartbeat")
-async def heartbeat(request: web.Request) -> web.Response:
-    worker = _worker(request)
-    beat = Heartbeat.parse(await read_json(request))
-    return reply(to_json(await request.config_dict[SCHEDULER].heartbeat(worker, beat)))
+    def drop(self, job: Job) -> None:
+        """The job's attempt is over (or back in the queue): its lease frees its slot."""
+        held = self.leases.pop(job.id, None)
+        if held is not None:
+            self.registry.running.get(held.worker, set()).discard(job.id)
 
+    def running_count(self) -> int:
+        return len(self.leases)
 
-@routes.post(protocol.OUTPUT, name="output")
-async def output(request: web.Request) -> web.Response:
-    worker = _worker(request)
-    attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
-    data = await read_body(request)
-    job = request.match_info["job"]
-    received = request.config_dict[SCHEDULER].output(worker, job, attempt, offset, data)
-    return reply({"received": received})
-
-
-@routes.post(protocol.FINISH, name="finish")
-async def finish(request: web.Request) -> web.Response:
-    worker = _worker(request)
-    fin = Finish.parse(await read_json(request))
-    scheduler = request.config_dict[SCHEDULER]
-    job = scheduler.finish(worker, request.match_info["job"], fin)
-    answer: dict[str, object] = {"state": job.state}
-    if fin.next:
-        found = scheduler.next_for(worker, request.match_info["job"], fin.attempt)
-        if found is not None and not _connected(request):
-            scheduler.unsent(found)
-        elif found is not None:
-            answer["lease"] = to_json(found)
-    return reply(answer)
-
-
-@routes.post(protocol.RELEASE, name="release")
-async def release(request: web.Request) -> web.Response:
-    worker = _worker(request)
-    attempt = protocol.parse_attempt(await read_json(request))
-    job = request.config_dict[SCHEDULER].release(worker, request.match_info["job"], attempt)
-    return reply({"state": job.state})
-
-
-@routes.post(protocol.DEREGISTER, name="deregister")
-async def deregister(request: web.Request) -> web.Response:
-    request.config_dict[SCHEDULER].deregister(_worker(request))
-    return reply({"ok": True})
+    def close(self) -> None:
+        """No more leases: every long-poll is answered now."""
+        self.closing = True
+        self.queues.close()

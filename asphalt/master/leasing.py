@@ -1,126 +1,66 @@
-"""The worker side of the scheduler: leases, heartbeats, output and finishes, fenced by attempt."""
+"""Leases, as the workers see them: the long-poll that hands a job over, heartbeats that renew
+and carry cancels back, output, finishes (fenced by attempt), hand-backs and expiry."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from asphalt import log
 from asphalt.config import MasterConfig
-from asphalt.errors import Conflict, NotFound
+from asphalt.errors import Conflict
 from asphalt.master import reactions
+from asphalt.master.dispatch import Dispatch
 from asphalt.master.lifecycle import Lifecycle
-from asphalt.master.queues import Queues, Waiter
+from asphalt.master.queues import Waiter
 from asphalt.master.signals import Signals
 from asphalt.master.store import Store
-from asphalt.master.workers import Registry
+from asphalt.master.tasks import Tasks
 from asphalt.model import Job, JobState, Worker
-from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease, Registration
+from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease
 
 _log = log.get("asphalt.scheduler")
 _CHAINED_KEPT = 4096  # finishes whose chained lease can be sent again
 
 
-@dataclass(slots=True)
-class Held:
-    """A lease in memory: which worker holds which attempt, and until when (monotonic)."""
-
-    worker: str
-    attempt: int
-    deadline_m: float
-
-
-class Leasing:
-    """Mixed into Scheduler, which supplies the state below and `_end`, `job`."""
-
-    store: Store
-    config: MasterConfig
-    queues: Queues
-    signals: Signals
-    lifecycle: Lifecycle
-    registry: Registry
-    now: Callable[[], float]
-    now_m: Callable[[], float]
-    closing: bool
-    _leases: dict[str, Held]
-    _chained: dict[tuple[str, int], str]
-    job_token: Callable[[str, int], str] | None  # a running attempt's own credential
-
-    def job(self, job_id: str) -> Job:
-        raise NotImplementedError
-
-    def _end(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def _enqueue(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def _dispatch(self, job: Job) -> None:
-        """Hand a ready job to a waiting worker that fits, or queue it."""
-        waiter = self.queues.push(job)
-        if waiter is not None:
-            waiter.future.set_result(self._lease(job, waiter.worker))
-
-    def _lease(self, job: Job, worker: Worker) -> Job:
-        job = job.to(
-            JobState.RUNNING,
-            worker=worker.id,
-            attempt=job.attempt + 1,
-            started_at=self.now(),
-            reason=None,
+class Leases:
+    def __init__(
+        self,
+        store: Store,
+        config: MasterConfig,
+        lifecycle: Lifecycle,
+        dispatch: Dispatch,
+        tasks: Tasks,
+        signals: Signals,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.lifecycle = lifecycle
+        self.dispatch = dispatch
+        self.tasks = tasks
+        self.signals = signals
+        self.now = dispatch.now
+        self.now_m = dispatch.now_m
+        self._chained: dict[tuple[str, int], str] = {}  # finished (job, attempt) -> next job
+        self.job_token: Callable[[str, int], str] | None = (
+            None  # a running attempt's own credential
         )
-        self.lifecycle.commit(jobs=[job])
-        self._leases[job.id] = Held(worker.id, job.attempt, self.now_m() + self.config.lease_s)
-        self.registry.running.setdefault(worker.id, set()).add(job.id)
-        _log.debug("job_leased", job=job.id, worker=worker.id, attempt=job.attempt)
-        return job
-
-    def register(self, reg: Registration, secret_hash: str, *, embedded: bool = False) -> Worker:
-        """A new worker, whose credential is the secret behind `secret_hash`."""
-        worker = self.registry.new(reg, now=self.now(), secret_hash=secret_hash, embedded=embedded)
-        self.lifecycle.worker_joined(worker)
-        self.registry.add(worker, now_m=self.now_m())
-        _log.info("worker_registered", worker=worker.id, name=worker.name, types=worker.types)
-        return worker
-
-    def revoke(self, worker_id: str) -> Worker:
-        """Cut a worker off: its credential is refused from now on and its jobs run elsewhere
-        (handed back as a stopping worker's are, so no retry is used up)."""
-        worker = self.registry.record(worker_id)
-        if worker is None:
-            raise NotFound(f"no worker {worker_id!r}; list them with GET /workers", field="worker")
-        revoked = replace(worker, revoked=True, last_seen=self.now())
-        self.lifecycle.worker_lost(revoked, "revoked")
-        self.registry.update(revoked)
-        self.queues.close(worker.id)
-        why = f"its worker {worker.name} was revoked"
-        for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
-            if job.state is JobState.RUNNING and job.worker == worker.id:
-                self._hand_back(job, why)
-        _log.warning("worker_revoked", worker=worker.id, name=worker.name)
-        return revoked
-
-    def worker(self, worker_id: str) -> Worker:
-        worker = self.registry.get(worker_id)
-        if worker is None:
-            raise NotFound(f"unknown worker {worker_id!r}; register again", field="worker")
-        return worker
 
     async def lease(self, worker: Worker, connected: Callable[[], bool]) -> Lease | None:
         """Hand the worker a job, waiting up to the poll hold for one to arrive."""
-        self.registry.touch(worker.id, now=self.now(), now_m=self.now_m())
-        if self.closing:
+        self.dispatch.registry.touch(worker.id, now=self.now(), now_m=self.now_m())
+        if self.dispatch.closing:
             return None
-        job = self.queues.take(worker)
+        job = self.dispatch.queues.take(worker)
         if job is not None:
-            return self.lease_message(self._lease(job, worker))
+            return self.lease_message(self.dispatch.grant(job, worker))
         waiter = Waiter(worker, connected=connected)
-        self.queues.wait(waiter)
+        self.dispatch.queues.wait(waiter)
         try:
             await asyncio.wait({waiter.future}, timeout=self.config.poll_hold_s)
         finally:
-            self.queues.forget(waiter)
+            self.dispatch.queues.forget(waiter)
             if not waiter.future.done():
                 waiter.future.cancel()
             elif not connected():  # leased just as the worker went away: run it elsewhere
@@ -160,23 +100,23 @@ class Leasing:
         if fresh is None or fresh.state is not JobState.RUNNING or fresh.attempt != job.attempt:
             return
         if fresh.cancel_requested:  # cancelled while it was being handed over
-            self._end(
+            self.tasks.end(
                 fresh.to(JobState.CANCELLED, ended_at=self.now(), reason="cancelled by request")
             )
             return
         back = replace(fresh.requeued(), attempt=fresh.attempt - 1, history=fresh.history)
         self.lifecycle.commit(jobs=[back])
-        self._drop_lease(fresh)
-        self._enqueue(back)
+        self.dispatch.drop(fresh)
+        self.dispatch.enqueue(back)
 
     def _drop_lease(self, job: Job) -> None:
-        held = self._leases.pop(job.id, None)
+        held = self.dispatch.leases.pop(job.id, None)
         if held is not None:
-            self.registry.running.get(held.worker, set()).discard(job.id)
+            self.dispatch.registry.running.get(held.worker, set()).discard(job.id)
 
     def _held(self, worker: Worker, job_id: str, attempt: int) -> Job:
         """The job, if this worker holds this attempt of it; else 409 (or 404)."""
-        job = self.job(job_id)
+        job = self.tasks.job(job_id)
         if job.worker != worker.id or job.attempt != attempt:
             raise Conflict(f"attempt {attempt} of job {job_id} is not leased to this worker")
         return job
@@ -184,15 +124,15 @@ class Leasing:
     async def heartbeat(self, worker: Worker, beat: Heartbeat) -> HeartbeatReply:
         """Renew leases; hold the answer up to one heartbeat for a cancel to carry back."""
         now_m = self.now_m()
-        touched = self.registry.touch(worker.id, now=self.now(), now_m=now_m)
+        touched = self.dispatch.registry.touch(worker.id, now=self.now(), now_m=now_m)
         if beat.draining and not touched.draining:
             touched = replace(touched, draining=True)
-            self.registry.update(touched)
+            self.dispatch.registry.update(touched)
             _log.info("worker_draining", worker=worker.id)
         self.store.save_worker(touched)
         renewed, stale = set(), []
         for job_id, attempt in beat.running:
-            held = self._leases.get(job_id)
+            held = self.dispatch.leases.get(job_id)
             if held and held.worker == worker.id and held.attempt == attempt:
                 held.deadline_m = now_m + self.config.lease_s
                 renewed.add(job_id)
@@ -208,7 +148,7 @@ class Leasing:
         return HeartbeatReply(cancel=cancel, forget=forget)
 
     def _cancels(self, worker: Worker) -> list[str]:
-        ids = sorted(self.registry.running.get(worker.id, ()))
+        ids = sorted(self.dispatch.registry.running.get(worker.id, ()))
         return [j.id for j in self.store.jobs(ids) if j.cancel_requested]
 
     def output(self, worker: Worker, job_id: str, attempt: int, offset: int, data: bytes) -> int:
@@ -220,7 +160,7 @@ class Leasing:
         return received
 
     def finish(self, worker: Worker, job_id: str, fin: Finish) -> Job:
-        job = self.job(job_id)
+        job = self.tasks.job(job_id)
         state = JobState(fin.state)
         held = job.worker == worker.id and job.attempt == fin.attempt
         if held and job.state.terminal and (job.state, job.status) == (state, fin.status):
@@ -237,7 +177,7 @@ class Leasing:
             applied=fin.applied,
             outputs=fin.outputs,
         )
-        self._end(ended)
+        self.tasks.end(ended)
         return ended
 
     def next_for(self, worker: Worker, finished: str, attempt: int) -> Lease | None:
@@ -249,12 +189,12 @@ class Leasing:
         again = self._still_leased(worker, self._chained.get((finished, attempt)))
         if again is not None:
             return self.lease_message(again)
-        if self.closing or worker.draining:
+        if self.dispatch.closing or worker.draining:
             return None
-        found = self.queues.take(worker)
+        found = self.dispatch.queues.take(worker)
         if found is None:
             return None
-        leased = self._lease(found, worker)
+        leased = self.dispatch.grant(found, worker)
         self._chained[(finished, attempt)] = leased.id
         while len(self._chained) > _CHAINED_KEPT:
             del self._chained[next(iter(self._chained))]  # the oldest: its answer went long ago
@@ -262,7 +202,7 @@ class Leasing:
 
     def _still_leased(self, worker: Worker, job_id: str | None) -> Job | None:
         """The job, if it is running under a lease this worker holds."""
-        held = self._leases.get(job_id) if job_id else None
+        held = self.dispatch.leases.get(job_id) if job_id else None
         if job_id is None or held is None or held.worker != worker.id:
             return None
         job = self.store.job(job_id)
@@ -278,22 +218,22 @@ class Leasing:
 
     def release(self, worker: Worker, job_id: str, attempt: int) -> Job:
         """A stopping worker hands a job back: it runs again elsewhere, not counted as a retry."""
-        job = self.job(job_id)
+        job = self.tasks.job(job_id)
         if job.worker != worker.id or job.attempt != attempt or job.state is not JobState.RUNNING:
             raise Conflict(f"attempt {attempt} of job {job_id} is not leased to this worker")
         _log.info("job_released", job=job.id, worker=worker.id, attempt=attempt)
-        return self._hand_back(job, f"handed back by worker {worker.name} as it stopped")
+        return self.hand_back(job, f"handed back by worker {worker.name} as it stopped")
 
-    def _hand_back(self, job: Job, why: str) -> Job:
+    def hand_back(self, job: Job, why: str) -> Job:
         """Queue a running job again, its attempt kept as lost but no retry counted."""
         if job.cancel_requested:
             ended = job.to(JobState.CANCELLED, ended_at=self.now(), reason="cancelled by request")
-            self._end(ended)
+            self.tasks.end(ended)
             return ended
         back = job.to(JobState.LOST, ended_at=self.now(), reason=why).requeued()
         self.lifecycle.commit(jobs=[back])
-        self._drop_lease(job)
-        self._enqueue(back)
+        self.dispatch.drop(job)
+        self.dispatch.enqueue(back)
         return back
 
     def _record_late(self, job: Job, worker: Worker, fin: Finish) -> None:
@@ -319,24 +259,13 @@ class Leasing:
     def expire_leases(self) -> None:
         """End the jobs whose worker stopped renewing their lease."""
         now_m = self.now_m()
-        for job_id, held in list(self._leases.items()):
+        for job_id, held in list(self.dispatch.leases.items()):
             if held.deadline_m > now_m:
                 continue
             job = self.store.job(job_id)
             if job is None or job.state is not JobState.RUNNING:
-                self._leases.pop(job_id, None)
+                self.dispatch.leases.pop(job_id, None)
                 continue
             state = JobState.CANCELLED if job.cancel_requested else JobState.LOST
             why = f"worker {held.worker} stopped renewing its lease"
-            self._end(job.to(state, ended_at=self.now(), reason=why))
-
-    def deregister(self, worker: Worker) -> None:
-        """A worker leaves for good; whatever it still held ends now instead of at lease expiry."""
-        gone = replace(worker, gone=True, last_seen=self.now())
-        self.lifecycle.worker_lost(gone, "left")
-        self.registry.update(gone)
-        for job in self.store.jobs(sorted(self.registry.running.get(worker.id, ()))):
-            if job.state is JobState.RUNNING:
-                why = f"worker {worker.id} left while running it"
-                self._end(job.to(JobState.LOST, ended_at=self.now(), reason=why))
-        _log.info("worker_deregistered", worker=worker.id)
+            self.tasks.end(job.to(state, ended_at=self.now(), reason=why))

@@ -14,7 +14,7 @@ async def reap_forever(scheduler: Scheduler, *, interval_s: float = 1.0) -> None
     while True:
         await asyncio.sleep(interval_s)
         try:
-            scheduler.expire_leases()
-            scheduler.promote_due()
+            scheduler.leases.expire_leases()
+            scheduler.dispatch.promote_due()
         except Exception:  # one bad sweep must not stop the next
             _log.exception("reap_failed")

@@ -35,9 +35,9 @@ def job_view(
     if jobs is None and job.state is JobState.QUEUED and not job.ready:
         task = scheduler.store.task(job.project, job.task)
         run = task.run_number(job.run) if task else None
-        jobs = scheduler.run_jobs(run) if run else None
+        jobs = scheduler.tasks.run_jobs(run) if run else None
     text = output_text(scheduler, job, tail=tail) if output else None
-    body = job.view(output=text, reason=scheduler.reason(job, jobs))
+    body = job.view(output=text, reason=scheduler.tasks.reason(job, jobs))
     name = scheduler.registry.name(job.worker) if job.worker else None
     if name is not None:
         body["workerName"] = name
@@ -60,7 +60,7 @@ def worker_views(
 
 
 def run_summary(scheduler: Scheduler, run: Run) -> dict[str, Any]:
-    jobs = scheduler.run_jobs(run)
+    jobs = scheduler.tasks.run_jobs(run)
     status, outcome = task_status(jobs.values())
     return {
         "run": run.number,
@@ -73,7 +73,7 @@ def run_summary(scheduler: Scheduler, run: Run) -> dict[str, Any]:
 def task_view(
     scheduler: Scheduler, project: Project, task: Task, run: Run, *, output: bool = True
 ) -> dict[str, Any]:
-    jobs = scheduler.run_jobs(run)
+    jobs = scheduler.tasks.run_jobs(run)
     status, outcome = task_status(jobs.values())
     started = [j.started_at for j in jobs.values() if j.started_at]
     ended = [j.ended_at for j in jobs.values() if j.ended_at]

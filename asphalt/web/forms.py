@@ -58,7 +58,7 @@ def _with_error(request: web.Request, url: str, message: str) -> str:
 
 async def create_project(request: web.Request, form: MultiDictProxy[str]) -> str:
     given = parse_project({"name": form.get("name", "").strip()})
-    project = request.app[SCHEDULER].create_project(given.name, None)
+    project = request.app[SCHEDULER].tasks.create_project(given.name, None)
     return f"/projects/{project.id}"
 
 
@@ -94,32 +94,34 @@ def _job_from_form(form: MultiDictProxy[str]) -> dict[str, Any]:
 
 async def create_task(request: web.Request, form: MultiDictProxy[str]) -> str:
     scheduler = request.app[SCHEDULER]
-    project = scheduler.project(request.match_info["project"])
+    project = scheduler.tasks.project(request.match_info["project"])
     body: dict[str, Any] = {"jobs": {"main": _job_from_form(form)}}
     if task_id := form.get("id", "").strip():
         body["id"] = task_id
-    task = scheduler.create_task(project, parse_task(body))
+    task = scheduler.tasks.create_task(project, parse_task(body))
     return f"/projects/{project.id}/tasks/{task.id}"
 
 
 async def rerun_task(request: web.Request, form: MultiDictProxy[str]) -> str:
     scheduler = request.app[SCHEDULER]
-    project = scheduler.project(request.match_info["project"])
-    task = scheduler.rerun_task(project, scheduler.task(project, request.match_info["task"]))
+    project = scheduler.tasks.project(request.match_info["project"])
+    task = scheduler.tasks.rerun_task(
+        project, scheduler.tasks.task(project, request.match_info["task"])
+    )
     return f"/projects/{project.id}/tasks/{task.id}"
 
 
 async def cancel_task(request: web.Request, form: MultiDictProxy[str]) -> str:
     scheduler = request.app[SCHEDULER]
-    project = scheduler.project(request.match_info["project"])
-    task = scheduler.task(project, request.match_info["task"])
-    scheduler.cancel_task(task)
+    project = scheduler.tasks.project(request.match_info["project"])
+    task = scheduler.tasks.task(project, request.match_info["task"])
+    scheduler.tasks.cancel_task(task)
     return f"/projects/{project.id}/tasks/{task.id}"
 
 
 async def rerun_job(request: web.Request, form: MultiDictProxy[str]) -> str:
     scheduler = request.app[SCHEDULER]
-    job = scheduler.rerun_job(scheduler.job(request.match_info["job"]))
+    job = scheduler.tasks.rerun_job(scheduler.tasks.job(request.match_info["job"]))
     return f"/jobs/{job.id}"
 
 
@@ -143,7 +145,7 @@ async def revoke_token(request: web.Request, form: MultiDictProxy[str]) -> str:
 
 
 async def revoke_worker(request: web.Request, form: MultiDictProxy[str]) -> str:
-    request.app[SCHEDULER].revoke(request.match_info["worker"])
+    request.app[SCHEDULER].workers.revoke(request.match_info["worker"])
     return "/workers"
 
 

@@ -43,7 +43,10 @@ def _page(
     context["csrf"] = guard.token(request)
     context.setdefault("error", guard.banner(request))
     context.setdefault("form", {})
-    context["counts"] = {"queued": len(scheduler.queues), "running": scheduler.running_count()}
+    context["counts"] = {
+        "queued": len(scheduler.dispatch.queues),
+        "running": scheduler.dispatch.running_count(),
+    }
     context |= chrome(request)
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers["Cache-Control"] = "no-store"
@@ -97,9 +100,13 @@ async def project(
 ) -> web.Response:
     """The project page; after a bad form, again with what was typed and what was wrong."""
     scheduler = request.app[SCHEDULER]
-    project = scheduler.project(request.match_info["project"])
+    project = scheduler.tasks.project(request.match_info["project"])
     limit = parse_limit(request.query.get("limit"), default=25)
-    before = scheduler.task(project, request.query["before"]) if "before" in request.query else None
+    before = (
+        scheduler.tasks.task(project, request.query["before"])
+        if "before" in request.query
+        else None
+    )
     tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
     views = [
         render.task_view(scheduler, project, t, t.current, output=False) for t in tasks[:limit]
@@ -120,8 +127,8 @@ async def project(
 
 async def task(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    project = scheduler.project(request.match_info["project"])
-    task = scheduler.task(project, request.match_info["task"])
+    project = scheduler.tasks.project(request.match_info["project"])
+    task = scheduler.tasks.task(project, request.match_info["task"])
     raw = request.query.get("run", "")
     run = task.run_number(int(raw)) if whole(raw) else task.current
     if run is None:
@@ -129,7 +136,7 @@ async def task(request: web.Request) -> web.Response:
     view = render.task_view(scheduler, project, task, run, output=False)
     tail = _output_tail(len(view["jobs"]))
     for job in view["jobs"].values():
-        job_record = scheduler.job(job["id"])
+        job_record = scheduler.tasks.job(job["id"])
         job["output"] = strip_ansi(
             _whole_lines(render.output_text(scheduler, job_record, tail=tail))
         )
@@ -168,8 +175,8 @@ def _whole_lines(text: str) -> str:
 
 async def job(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    record = scheduler.job(request.match_info["job"])
-    project = scheduler.project(record.project)
+    record = scheduler.tasks.job(request.match_info["job"])
+    project = scheduler.tasks.project(record.project)
     view = render.job_view(scheduler, record, output=False)
     size = scheduler.store.output_size(record.id, record.attempt) if record.attempt else 0
     start = max(0, size - PAGE_TAIL)
@@ -178,7 +185,7 @@ async def job(request: web.Request) -> web.Response:
         newline = data.find(b"\n")
         if 0 <= newline < len(data) - 1:
             start, data = start + newline + 1, data[newline + 1 :]
-    task_record = scheduler.task(project, record.task)
+    task_record = scheduler.tasks.task(project, record.task)
     context = {
         "project": project.view(),
         "current": task_record.current.number == record.run,
