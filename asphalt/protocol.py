@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
+from asphalt import wire
 from asphalt.errors import BadRequest
+from asphalt.limits import parse_limits
+from asphalt.wire import Message, Meta, field
+from asphalt.wire import to_json as to_json  # protocol users write messages with it
+
+M = TypeVar("M", bound=Message)
 
 PREFIX = "/_worker"
 REGISTER = f"{PREFIX}/register"
@@ -23,7 +28,8 @@ INT32 = 2**31 - 1
 MAX_SLOTS = 4096
 LAST_TIME = 253402300799  # 9999-12-31T23:59:59Z
 # What a worker may report a job ended as.
-END_STATES = ("succeeded", "failed", "timed_out", "cancelled")
+EndState = Literal["succeeded", "failed", "timed_out", "cancelled"]
+END_STATES: tuple[str, ...] = get_args(EndState)
 # A job's outputs (what it wrote to $ASPHALT_OUTPUTS): the names, and the caps a worker keeps to.
 OUTPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_OUTPUT_VALUE = 64 << 10  # bytes of UTF-8 in one value
@@ -51,70 +57,35 @@ def parse_join(token: str) -> tuple[str, str | None] | None:
     return (parts[1], parts[0]) if len(parts) == 2 else (parts[0], None)
 
 
-def _check(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(data, dict) or name not in data:
-        raise BadRequest(f"{name} is required", field=name)
-    value = data[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise BadRequest(f"{name} has the wrong type", field=name)
-    return value
+Attempt = Annotated[int, Meta(ge=0, le=INT32)]
+Time = Annotated[float, Meta(ge=0, le=LAST_TIME)]  # seconds since 1970; NaN refused too
+
+# Where msgspec's wording ("Expected `int` >= 1") is not what a person needs.
+HINTS = {
+    "slots": f"must be from 1 to {MAX_SLOTS}",
+    "state": f"must be one of {', '.join(END_STATES)}",
+    "status": f"must be a whole number from {-INT32} to {INT32}, or null",
+    "attempt": f"must be a whole number from 0 to {INT32}",
+    "running": "holds [job, attempt] pairs",
+    "started_at": "must be seconds since 1970, before the year 10000",
+    "ended_at": "must be seconds since 1970, before the year 10000",
+    "types": "must be a list of strings",
+    "runtimes": "must be a list of strings",
+    "outputs": "must be an object of names to strings",
+}
 
 
-def _bounded(data: Any, name: str, low: int, high: int) -> int:
-    value: int = _check(data, name, int)
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be from {low} to {high}", field=name)
-    return value
-
-
-def _flag(data: Any, name: str) -> bool:
-    """An optional true/false; absent means false."""
-    if name not in data:
-        return False
-    return bool(_check(data, name, bool))
-
-
-def _time(data: Any, name: str) -> float:
-    """A wall-clock time in seconds since the epoch that dates can be made of (year 1970-9999)."""
-    value = _check(data, name, (int, float))
-    if isinstance(value, bool) or not 0 <= value <= LAST_TIME:  # also refuses NaN
-        raise BadRequest(f"{name} must be seconds since 1970, before the year 10000", field=name)
-    return float(value)
-
-
-def _str_list(data: Any, name: str) -> tuple[str, ...]:
-    values = _check(data, name, list)
-    if not all(isinstance(v, str) for v in values):
-        raise BadRequest(f"{name} must be a list of strings", field=name)
-    return tuple(values)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Registration:
+class Registration(Message, frozen=True, kw_only=True):
     name: str
     host: str
     types: tuple[str, ...]
     runtimes: tuple[str, ...]
-    slots: int
+    slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
     version: str
     untyped: bool = False
 
-    @classmethod
-    def parse(cls, data: Any) -> Registration:
-        slots = _bounded(data, "slots", 1, MAX_SLOTS)
-        return cls(
-            name=_check(data, "name", str),
-            host=_check(data, "host", str),
-            types=_str_list(data, "types"),
-            runtimes=_str_list(data, "runtimes"),
-            slots=slots,
-            version=_check(data, "version", str),
-            untyped=bool(data.get("untyped", False)),
-        )
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Welcome:
+class Welcome(Message, frozen=True, kw_only=True):
     """The master's answer to a registration: the worker's id, its credential (sent on every
     later call) and the timings it must keep."""
 
@@ -125,86 +96,61 @@ class Welcome:
     lease_s: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lease:
-    """One job attempt handed to a worker."""
+class Lease(Message, frozen=True, kw_only=True):
+    """One job attempt handed to a worker (validated on arrival there too)."""
 
     job: str
-    attempt: int
+    attempt: Attempt
     action: str | list[str]
     container: str | None
     env: dict[str, str]
-    timeout: float | None
+    timeout: Annotated[float, Meta(gt=0)] | None
     runtime: str
     # Set in the job's environment like env; their values are masked in its output.
     secrets: dict[str, str] = field(default_factory=dict)
-    limits: dict[str, float] = field(default_factory=dict)  # Limits.view(): memory, cpus, pids
+    limits: dict[str, int | float] = field(
+        default_factory=dict
+    )  # Limits.view(): memory, cpus, pids
+
+    def __post_init__(self) -> None:
+        parse_limits(self.limits, "limits")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Heartbeat:
-    running: list[tuple[str, int]] = field(default_factory=list)  # (job id, attempt)
+class Heartbeat(Message, frozen=True, kw_only=True):
+    running: list[tuple[str, Attempt]]  # (job id, attempt)
     draining: bool = False  # the worker is stopping: it takes no new jobs
 
-    @classmethod
-    def parse(cls, data: Any) -> Heartbeat:
-        running = _check(data, "running", list)
-        pairs: list[tuple[str, int]] = []
-        for item in running:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-                raise BadRequest("running holds [job, attempt] pairs", field="running")
-            if not isinstance(item[1], int) or not 0 <= item[1] <= INT32:
-                raise BadRequest("running holds [job, attempt] pairs", field="running")
-            pairs.append((item[0], item[1]))
-        return cls(running=pairs, draining=data.get("draining") is True)
+
+class Release(Message, frozen=True, kw_only=True):
+    attempt: Attempt
 
 
-def parse_attempt(data: Any) -> int:
-    return _bounded(data, "attempt", 0, INT32)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeartbeatReply:
+class HeartbeatReply(Message, frozen=True, kw_only=True):
     cancel: list[str] = field(default_factory=list)  # stop these jobs, report them cancelled
     forget: list[str] = field(default_factory=list)  # the master no longer leases these to you
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finish:
-    attempt: int
-    state: str
-    status: int | None
+class Finish(Message, frozen=True, kw_only=True):
+    attempt: Attempt
+    state: EndState
+    status: Annotated[int, Meta(ge=-INT32, le=INT32)] | None
     reason: str | None
-    started_at: float
-    ended_at: float
+    started_at: Time
+    ended_at: Time
     # The slot is free again: answer with the next job if one is queued now (no waiting), so a
     # busy worker does not need a lease call between jobs.
     next: bool = False
     applied: dict[str, Any] | None = None  # what the runtime applied (Runtime.applied)
     outputs: dict[str, str] = field(default_factory=dict)  # what the job wrote to $ASPHALT_OUTPUTS
 
-    @classmethod
-    def parse(cls, data: Any) -> Finish:
-        state = _check(data, "state", str)
-        if state not in END_STATES:
-            raise BadRequest(f"state must be one of {', '.join(END_STATES)}", field="state")
-        status = data.get("status")
-        if status is not None:
-            status = _bounded(data, "status", -INT32, INT32)
-        reason = data.get("reason")
-        if reason is not None and not isinstance(reason, str):
-            raise BadRequest("reason must be a string or null", field="reason")
-        return cls(
-            attempt=_bounded(data, "attempt", 0, INT32),
-            state=state,
-            status=status,
-            reason=reason,
-            started_at=_time(data, "started_at"),
-            ended_at=_time(data, "ended_at"),
-            next=_flag(data, "next"),
-            applied=_applied(data.get("applied")),
-            outputs=_outputs(data.get("outputs")),
-        )
+    def __post_init__(self) -> None:
+        _applied(self.applied)
+        _outputs(self.outputs)
+
+
+def read(data: Any, kind: type[M]) -> M:
+    """A message from parsed JSON, or a 400 naming the field."""
+    return wire.read(data, kind, HINTS)
 
 
 MAX_APPLIED = 64  # keys in `applied`; each a short name with a plain value or a list of names
@@ -227,11 +173,9 @@ def _applied(value: Any) -> dict[str, Any] | None:
     return value
 
 
-def _outputs(value: Any) -> dict[str, str]:
-    """A job's outputs: names to UTF-8 text, within the caps; absent (an older worker) is none."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_OUTPUT_KEYS:
+def _outputs(value: dict[str, str]) -> dict[str, str]:
+    """A job's outputs: names to UTF-8 text, within the caps."""
+    if len(value) > MAX_OUTPUT_KEYS:
         raise BadRequest(
             f"outputs must be an object of at most {MAX_OUTPUT_KEYS} keys", field="outputs"
         )
@@ -255,9 +199,3 @@ def _outputs(value: Any) -> dict[str, str]:
     if total > MAX_OUTPUTS:
         raise BadRequest(f"outputs are over {MAX_OUTPUTS >> 20} MiB in total", field="outputs")
     return value
-
-
-def to_json(message: Any) -> dict[str, Any]:
-    """A message as a JSON object. Shallow: its fields hold only JSON values already, and a deep
-    copy of every env and `applied` (dataclasses.asdict) cost more than the rest of a finish."""
-    return {f.name: getattr(message, f.name) for f in fields(message)}

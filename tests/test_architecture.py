@@ -143,7 +143,7 @@ def test_one_door_for_job_state_changes_and_events_only_after_it() -> None:
 
 
 # The core's services, lowest first: each may use the ones before it, never one after it.
-SERVICES = ("dispatch", "tasks", "leasing", "membership")
+SERVICES = ("dispatch", "tasks", "leasing", "membership", "views")
 
 
 def test_the_core_is_composed_services_that_depend_one_way() -> None:

@@ -6,13 +6,13 @@ import asyncio
 import io
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from harness import REG, Master, MasterFactory
 
 from asphalt.protocol import Finish, Lease
+from asphalt.wire import replace
 from asphalt.worker.client import MasterClient, Stale
 
 # A finish for the first attempt that says it succeeded.

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from harness import CONFIG, REG, Master, MasterFactory
 
+from asphalt import protocol, wire
 from asphalt.config import WorkerConfig
 from asphalt.errors import BadRequest
 from asphalt.master.app import build_app
@@ -169,19 +170,19 @@ def finish_body(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_finish_carries_outputs_and_has_none_when_a_worker_sends_none() -> None:
-    assert Finish.parse(finish_body()).outputs == {}
-    fin = Finish.parse(finish_body(outputs={"A": "1", "_b": "two\nlines"}))
+    assert protocol.read(finish_body(), Finish).outputs == {}
+    fin = protocol.read(finish_body(outputs={"A": "1", "_b": "two\nlines"}), Finish)
     assert fin.outputs == {"A": "1", "_b": "two\nlines"}
-    assert Finish.parse(json.loads(json.dumps(to_json(fin)))) == fin
+    assert protocol.read(json.loads(json.dumps(to_json(fin))), Finish) == fin
 
 
 @pytest.mark.parametrize(
     ("outputs", "message"),
     [
-        (["A"], "outputs must be an object of at most 100 keys"),
+        (["A"], "outputs must be an object of names to strings"),
         ({f"K{n}": "" for n in range(101)}, "outputs must be an object of at most 100 keys"),
         ({"9x": "1"}, "outputs.9x is not a name of letters, digits and _"),
-        ({"A": 1}, "outputs.A must be a string"),
+        ({"A": 1}, "outputs must be an object of names to strings"),
         ({"A": "\ud800"}, "outputs.A must be UTF-8 text"),
         ({"A": "x" * (64 * KIB + 1)}, "outputs.A is over 64 KiB"),
         ({f"K{n:02}": "x" * (64 * KIB) for n in range(16)}, "outputs are over 1 MiB in total"),
@@ -189,7 +190,7 @@ def test_a_finish_carries_outputs_and_has_none_when_a_worker_sends_none() -> Non
 )
 def test_a_finish_with_outputs_a_worker_never_sends_is_refused(outputs: Any, message: str) -> None:
     with pytest.raises(BadRequest) as raised:
-        Finish.parse(finish_body(outputs=outputs))
+        protocol.read(finish_body(outputs=outputs), Finish)
     assert raised.value.message.startswith(message)
     assert raised.value.field == "outputs"
 
@@ -253,7 +254,7 @@ def run_job(noting_master: tuple[Master, Sent], tmp_path: Path) -> RunJob:
         config = WorkerConfig(master_url=m.url, name="w", host="h", work_dir=work)
         await m.new_task({"main": {**job, **({"secrets": secrets} if secrets else {})}})
         async with MasterClient(m.url, join=m.join) as client:
-            reg = replace(REG, runtimes=(runtime.name,))
+            reg = wire.replace(REG, runtimes=(runtime.name,))
             worker = (await client.register(reg)).worker
             lease = await client.lease(worker)
             assert lease is not None

@@ -8,7 +8,6 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 from browser import chromium, shot
 from harness import REG, Http, free_port, join_token, start_master, wait_until
 from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from asphalt.wire import to_json
 
 SESSION_COOKIE = "asphalt_session"
 
@@ -105,7 +106,7 @@ def fetch(
 
 def register(base: str, join: str) -> int:
     """The status a worker gets when it registers with `join`."""
-    body = asdict(REG)  # a registration the harness's in-process tests use
+    body = to_json(REG)  # a registration the harness's in-process tests use
     status, _, _ = fetch(
         base + "/_worker/register",
         headers={"Authorization": f"Bearer {join}", "Content-Type": "application/json"},

@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from asphalt.errors import BadRequest, NotFound
-from asphalt.master import auth, render
+from asphalt.master import auth
 from asphalt.master.http import SCHEDULER, read_json, reply
 from asphalt.master.inputs import parse_jobs, parse_limit, parse_project, parse_task, whole
 from asphalt.master.scheduler import Scheduler
@@ -83,7 +83,7 @@ async def show_project(request: web.Request) -> web.Response:
     page = tasks[:limit]
     more = len(tasks) > limit
     body = project.view()
-    body["tasks"] = [render.task_view(scheduler, project, t, t.current, output=False) for t in page]
+    body["tasks"] = [scheduler.views.task(project, t, t.current, output=False) for t in page]
     body["next"] = f"/projects/{project.id}?limit={limit}&before={page[-1].id}" if more else None
     return reply(body)
 
@@ -97,20 +97,20 @@ async def create_task(request: web.Request) -> web.Response:
         task = scheduler.tasks.task(project, made[1])
     else:
         task = scheduler.tasks.create_task(project, parse_task(await read_json(request)), key=key)
-    return reply(render.task_view(scheduler, project, task, task.current), 201)
+    return reply(scheduler.views.task(project, task, task.current), 201)
 
 
 @routes.get("/projects/{project}/tasks/{task}", name="task")
 async def show_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
-    return reply(render.task_view(scheduler, project, task, _run(request, task)))
+    return reply(scheduler.views.task(project, task, _run(request, task)))
 
 
 @routes.post("/projects/{project}/tasks/{task}/rerun", name="rerun_task")
 async def rerun_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     task = scheduler.tasks.rerun_task(project, task)
-    return reply(render.task_view(scheduler, project, task, task.current), 201)
+    return reply(scheduler.views.task(project, task, task.current), 201)
 
 
 @routes.post("/projects/{project}/tasks/{task}/jobs", name="add_jobs")
@@ -120,14 +120,14 @@ async def add_jobs(request: web.Request) -> web.Response:
     existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
     scheduler.tasks.add_jobs(project, task, parse_jobs(await read_json(request), existing))
     task = scheduler.tasks.task(project, task.id)
-    return reply(render.task_view(scheduler, project, task, task.current), 201)
+    return reply(scheduler.views.task(project, task, task.current), 201)
 
 
 @routes.post("/projects/{project}/tasks/{task}/cancel", name="cancel_task")
 async def cancel_task(request: web.Request) -> web.Response:
     scheduler, project, task = _task(request)
     scheduler.tasks.cancel_task(task)
-    return reply(render.task_view(scheduler, project, task, task.current))
+    return reply(scheduler.views.task(project, task, task.current))
 
 
 def _job(request: web.Request) -> tuple[Scheduler, Job]:
@@ -138,13 +138,13 @@ def _job(request: web.Request) -> tuple[Scheduler, Job]:
 @routes.get("/jobs/{job}", name="job")
 async def show_job(request: web.Request) -> web.Response:
     scheduler, job = _job(request)
-    return reply(render.job_view(scheduler, job))
+    return reply(scheduler.views.job(job))
 
 
 @routes.post("/jobs/{job}/rerun", name="rerun_job")
 async def rerun_job(request: web.Request) -> web.Response:
     scheduler, job = _job(request)
-    return reply(render.job_view(scheduler, scheduler.tasks.rerun_job(job)), 201)
+    return reply(scheduler.views.job(scheduler.tasks.rerun_job(job)), 201)
 
 
 @routes.get("/jobs/{job}/output", name="job_output")
@@ -237,5 +237,5 @@ async def list_workers(request: web.Request) -> web.Response:
         raise BadRequest("all must be true or false", field="all")
     who = auth.caller(request)
     sees = who.sees if who.projects else None
-    views = render.worker_views(scheduler, sees, every=every in ("true", "1"))
+    views = scheduler.views.workers(sees, every=every in ("true", "1"))
     return reply({"workers": views})

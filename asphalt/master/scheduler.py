@@ -1,5 +1,6 @@
 """The master's core, composed of services with one job each (tasks and graphs, dispatch,
-leases, membership) around the one door for state changes (lifecycle.py) and its events.
+leases, membership) and the one read model (views), around the one door for state changes
+(lifecycle.py) and its events.
 
 It wires them together, wakes whoever waits on a change once it is stored, and rebuilds the
 queues and leases from the store at start-up.
@@ -21,6 +22,7 @@ from asphalt.master.membership import Membership
 from asphalt.master.signals import Signals
 from asphalt.master.store import Store
 from asphalt.master.tasks import Tasks
+from asphalt.master.views import Views
 from asphalt.master.workers import Registry
 from asphalt.model import JobState
 
@@ -49,6 +51,7 @@ class Scheduler:
         self.tasks = Tasks(store, config, self.lifecycle, self.dispatch, **clocks)
         self.leases = Leases(store, config, self.lifecycle, self.dispatch, self.tasks, self.signals)
         self.workers = Membership(self.leases)
+        self.views = Views(store, self.tasks, self.registry)  # the one read model
         self._wake_on_events()
         self._recover()
 

@@ -15,7 +15,7 @@ from asphalt.master.credentials import Credentials
 from asphalt.master.http import SCHEDULER, read_body, read_json, reply
 from asphalt.master.inputs import whole
 from asphalt.model import Worker
-from asphalt.protocol import Finish, Heartbeat, Registration, Welcome, to_json
+from asphalt.protocol import Finish, Heartbeat, Registration, Release, Welcome, to_json
 
 routes = web.RouteTableDef()
 
@@ -53,7 +53,7 @@ def _int_query(request: web.Request, name: str) -> int:
 @routes.post(protocol.REGISTER, name="register")
 async def register(request: web.Request) -> web.Response:
     scheduler = request.config_dict[SCHEDULER]
-    reg = Registration.parse(await read_json(request))
+    reg = protocol.read(await read_json(request), Registration)
     secret, secret_hash = Credentials.worker_secret()
     embedded = request.config_dict[auth.CREDENTIALS].embedded(auth.bearer(request) or "")
     worker = scheduler.workers.register(reg, secret_hash, embedded=embedded)
@@ -80,7 +80,7 @@ async def lease(request: web.Request) -> web.Response:
 @routes.post(protocol.HEARTBEAT, name="heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
     worker = _worker(request)
-    beat = Heartbeat.parse(await read_json(request))
+    beat = protocol.read(await read_json(request), Heartbeat)
     return reply(to_json(await request.config_dict[SCHEDULER].leases.heartbeat(worker, beat)))
 
 
@@ -97,7 +97,7 @@ async def output(request: web.Request) -> web.Response:
 @routes.post(protocol.FINISH, name="finish")
 async def finish(request: web.Request) -> web.Response:
     worker = _worker(request)
-    fin = Finish.parse(await read_json(request))
+    fin = protocol.read(await read_json(request), Finish)
     scheduler = request.config_dict[SCHEDULER]
     job = scheduler.leases.finish(worker, request.match_info["job"], fin)
     answer: dict[str, object] = {"state": job.state}
@@ -113,7 +113,7 @@ async def finish(request: web.Request) -> web.Response:
 @routes.post(protocol.RELEASE, name="release")
 async def release(request: web.Request) -> web.Response:
     worker = _worker(request)
-    attempt = protocol.parse_attempt(await read_json(request))
+    attempt = protocol.read(await read_json(request), Release).attempt
     job = request.config_dict[SCHEDULER].leases.release(worker, request.match_info["job"], attempt)
     return reply({"state": job.state})
 

@@ -9,7 +9,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from asphalt.master import admin as admin_api
-from asphalt.master import auth, render
+from asphalt.master import auth
 from asphalt.master.http import SCHEDULER
 from asphalt.master.inputs import parse_limit, whole
 from asphalt.master.scheduler import Scheduler
@@ -68,14 +68,14 @@ async def dashboard(request: web.Request) -> web.Response:
         if not who.sees(project):
             continue
         tasks = scheduler.store.tasks(project.id, limit=5)
-        views = [render.task_view(scheduler, project, t, t.current, output=False) for t in tasks]
+        views = [scheduler.views.task(project, t, t.current, output=False) for t in tasks]
         failed += sum(
             1
             for t in scheduler.store.tasks(project.id, limit=50)
             if t.created_at >= since and _outcome(scheduler, t) == "failed"
         )
         projects.append({"project": project.view(), "tasks": views})
-    workers = render.worker_views(scheduler, who.sees if who.projects else None)
+    workers = scheduler.views.workers(who.sees if who.projects else None)
     live = any(_in_flight(t) for p in projects for t in p["tasks"])
     return _page(
         request,
@@ -91,7 +91,7 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 def _outcome(scheduler: Scheduler, task: Any) -> str | None:
-    outcome: str | None = render.run_summary(scheduler, task.current)["outcome"]
+    outcome: str | None = scheduler.views.run_summary(task.current)["outcome"]
     return outcome
 
 
@@ -108,9 +108,7 @@ async def project(
         else None
     )
     tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
-    views = [
-        render.task_view(scheduler, project, t, t.current, output=False) for t in tasks[:limit]
-    ]
+    views = [scheduler.views.task(project, t, t.current, output=False) for t in tasks[:limit]]
     older = f"?limit={limit}&before={tasks[limit - 1].id}" if len(tasks) > limit else None
     context = {
         "project": project.view(),
@@ -133,18 +131,16 @@ async def task(request: web.Request) -> web.Response:
     run = task.run_number(int(raw)) if whole(raw) else task.current
     if run is None:
         raise web.HTTPFound(request.path)
-    view = render.task_view(scheduler, project, task, run, output=False)
+    view = scheduler.views.task(project, task, run, output=False)
     tail = _output_tail(len(view["jobs"]))
     for job in view["jobs"].values():
         job_record = scheduler.tasks.job(job["id"])
-        job["output"] = strip_ansi(
-            _whole_lines(render.output_text(scheduler, job_record, tail=tail))
-        )
+        job["output"] = strip_ansi(_whole_lines(scheduler.views.output_text(job_record, tail=tail)))
     drawn = graphdraw.layout(view["jobs"])
     graph = None
     if graphdraw.is_graph(view["jobs"]):
         graph = {"svg": graphdraw.svg(drawn), "omitted": drawn.omitted}
-    runs = [render.run_summary(scheduler, r) for r in reversed(task.runs)]
+    runs = [scheduler.views.run_summary(r) for r in reversed(task.runs)]
     context = {
         "project": project.view(),
         "task": view,
@@ -177,7 +173,7 @@ async def job(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     record = scheduler.tasks.job(request.match_info["job"])
     project = scheduler.tasks.project(record.project)
-    view = render.job_view(scheduler, record, output=False)
+    view = scheduler.views.job(record, output=False)
     size = scheduler.store.output_size(record.id, record.attempt) if record.attempt else 0
     start = max(0, size - PAGE_TAIL)
     data = scheduler.store.output(record.id, record.attempt, start) if record.attempt else b""
@@ -189,7 +185,7 @@ async def job(request: web.Request) -> web.Response:
     context = {
         "project": project.view(),
         "current": task_record.current.number == record.run,
-        "task_status": render.run_summary(scheduler, task_record.current)["status"],
+        "task_status": scheduler.views.run_summary(task_record.current)["status"],
         "job": view,
         "output": strip_ansi(data.decode("utf-8", "replace")),
         "offset": start + len(data),
@@ -204,7 +200,7 @@ async def workers(request: web.Request, *, join: dict[str, str] | None = None) -
     """The workers; after a new join token was made, with the command that uses it (once)."""
     scheduler = request.app[SCHEDULER]
     who = auth.caller(request)
-    views = render.worker_views(scheduler, who.sees if who.projects else None)
+    views = scheduler.views.workers(who.sees if who.projects else None)
     context = {
         "workers": views,
         "live": join is None,  # a page that shows a secret once does not reload itself

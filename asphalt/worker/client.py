@@ -7,7 +7,8 @@ from typing import Any
 import aiohttp
 
 from asphalt import protocol
-from asphalt.protocol import HeartbeatReply, Lease, Registration, Welcome, parse_join
+from asphalt.errors import BadRequest
+from asphalt.protocol import HeartbeatReply, Lease, M, Registration, Welcome, parse_join
 
 
 class MasterError(Exception):
@@ -133,14 +134,14 @@ class MasterClient:
         _, body = await self._call(
             protocol.REGISTER, json=protocol.to_json(reg), credential=self._join or ""
         )
-        welcome = Welcome(**body)
+        welcome = _message(body, Welcome)
         self._secret = welcome.secret
         return welcome
 
     async def lease(self, worker: str) -> Lease | None:
         path = protocol.LEASE.format(worker=worker)
         status, body = await self._call(path, json={}, timeout_s=self.poll_hold_s + 15)
-        return None if status == 204 else Lease(**body)
+        return None if status == 204 else _message(body, Lease)
 
     async def heartbeat(
         self, worker: str, running: list[tuple[str, int]], hold_s: float, *, draining: bool = False
@@ -148,7 +149,7 @@ class MasterClient:
         path = protocol.HEARTBEAT.format(worker=worker)
         body = {"running": running, "draining": draining}
         _, body = await self._call(path, json=body, timeout_s=hold_s + 15)
-        return HeartbeatReply(**body)
+        return _message(body, HeartbeatReply)
 
     async def output(self, worker: str, job: str, attempt: int, offset: int, data: bytes) -> int:
         path = protocol.OUTPUT.format(worker=worker, job=job)
@@ -162,10 +163,20 @@ class MasterClient:
             protocol.FINISH.format(worker=worker, job=job), json=protocol.to_json(fin)
         )
         lease = body.get("lease") if isinstance(body, dict) else None
-        return Lease(**lease) if lease else None
+        return _message(lease, Lease) if lease else None
 
     async def release(self, worker: str, job: str, attempt: int) -> None:
         await self._call(protocol.RELEASE.format(worker=worker, job=job), json={"attempt": attempt})
 
     async def deregister(self, worker: str) -> None:
         await self._call(protocol.DEREGISTER.format(worker=worker), json={}, timeout_s=5)
+
+
+def _message(body: Any, kind: type[M]) -> M:
+    """What the master sent, checked as the master checks what a worker sends."""
+    try:
+        return protocol.read(body, kind)
+    except BadRequest as e:
+        raise MasterError(
+            f"the master sent a {kind.__name__.lower()} that is not valid: {e}"
+        ) from None

@@ -7,12 +7,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
 from asphalt.limits import parse_limits
-from asphalt.protocol import Finish, Lease
+from asphalt.protocol import EndState, Finish, Lease
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
 from asphalt.worker.outputs import OutputsError, parse_outputs
@@ -42,7 +42,7 @@ def backoff(attempt: int) -> float:
 class Ended:
     """How a job attempt ended, as its finish tells it."""
 
-    state: str  # one of END_STATES, or "released"
+    state: EndState | Literal["released"]
     status: int | None = None
     reason: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)

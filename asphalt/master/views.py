@@ -1,0 +1,103 @@
+"""The one read model: the JSON views of tasks, jobs and workers that the API and the pages
+share, built from the stored records (and, for a queued job, why it waits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from asphalt.master.store import Store
+from asphalt.master.tasks import Tasks
+from asphalt.master.workers import Registry
+from asphalt.model import Job, JobState, Project, Run, Task, rfc3339, task_status
+
+# A task view carries each job's output up to this much (its tail); the job's own URL has it all.
+TASK_OUTPUT_TAIL = 64 << 10
+
+
+class Views:
+    def __init__(self, store: Store, tasks: Tasks, registry: Registry) -> None:
+        self.store = store
+        self.tasks = tasks
+        self.registry = registry
+
+    def output_text(self, job: Job, *, tail: int | None = None) -> str:
+        if job.attempt == 0 or job.state in (JobState.QUEUED, JobState.SKIPPED):
+            return ""  # a job queued again shows no output until its new attempt runs
+        size = self.store.output_size(job.id, job.attempt)
+        if tail is not None and size > tail:
+            cut = size - tail
+            data = self.store.output(job.id, job.attempt, cut)
+            head = f"[asphalt: {cut} earlier bytes not shown; all of it: /jobs/{job.id}/output]\n"
+            return head + data.decode("utf-8", "replace")
+        return self.store.output(job.id, job.attempt).decode("utf-8", "replace")
+
+    def job(
+        self,
+        job: Job,
+        *,
+        output: bool = True,
+        tail: int | None = None,
+        jobs: Mapping[str, Job] | None = None,
+    ) -> dict[str, Any]:
+        if jobs is None and job.state is JobState.QUEUED and not job.ready:
+            task = self.store.task(job.project, job.task)
+            run = task.run_number(job.run) if task else None
+            jobs = self.tasks.run_jobs(run) if run else None
+        text = self.output_text(job, tail=tail) if output else None
+        body = job.view(output=text, reason=self.tasks.reason(job, jobs))
+        name = self.registry.name(job.worker) if job.worker else None
+        if name is not None:
+            body["workerName"] = name
+        return body
+
+    def workers(
+        self, sees: Callable[[Project], bool] | None, *, every: bool = False
+    ) -> list[dict[str, Any]]:
+        """The workers; with `sees`, each lists only the running jobs of projects it lets
+        through (a token limited to some projects does not learn the others' job ids)."""
+        views = self.registry.views(self.tasks.now_m(), now=self.tasks.now(), every=every)
+        if sees is None:
+            return views
+        for view in views:
+            jobs = self.store.jobs(view["running"])
+            projects = {j.project: self.store.project(j.project) for j in jobs}
+            view["running"] = [j.id for j in jobs if (p := projects[j.project]) and sees(p)]
+        return views
+
+    def run_summary(self, run: Run) -> dict[str, Any]:
+        status, outcome = task_status(self.tasks.run_jobs(run).values())
+        return {
+            "run": run.number,
+            "createdAt": rfc3339(run.created_at),
+            "status": status,
+            "outcome": outcome,
+        }
+
+    def task(
+        self, project: Project, task: Task, run: Run, *, output: bool = True
+    ) -> dict[str, Any]:
+        jobs = self.tasks.run_jobs(run)
+        status, outcome = task_status(jobs.values())
+        started = [j.started_at for j in jobs.values() if j.started_at]
+        ended = [j.ended_at for j in jobs.values() if j.ended_at]
+        body: dict[str, Any] = {
+            "id": task.id,
+            "project": project.id,
+            "projectName": project.name,
+            "run": run.number,
+            "runs": len(task.runs),
+            "status": status,
+            "outcome": outcome,
+            "createdAt": rfc3339(task.created_at),
+            "runCreatedAt": rfc3339(run.created_at),
+            "startedAt": rfc3339(min(started)) if started else None,
+            "endedAt": rfc3339(max(ended)) if ended and status == "complete" else None,
+            "jobs": {
+                name: self.job(job, output=output, tail=TASK_OUTPUT_TAIL, jobs=jobs)
+                for name, job in jobs.items()
+            },
+        }
+        if output and len(task.runs) > 1:
+            body["history"] = [self.run_summary(r) for r in reversed(task.runs)]
+        return body

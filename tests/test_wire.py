@@ -1,0 +1,89 @@
+"""Worker messages are declared once (msgspec Structs in asphalt/protocol.py) and checked on
+both ends: a bad message from a worker is a 400 naming the field, and a bad lease from a master
+is refused by the worker instead of being run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from asphalt import protocol
+from asphalt.errors import BadRequest
+from asphalt.protocol import Finish, Heartbeat, Lease, Registration, to_json
+from asphalt.worker.client import MasterClient, MasterError
+
+REG = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "slots": 1, "version": "t"}
+FIN = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
+LEASE = {"job": "j1", "attempt": 1, "action": "true", "container": None, "env": {}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field", "message"),
+    [
+        (Registration, {**REG, "slots": 0}, "slots", "slots must be from 1 to 4096"),
+        (Registration, {**REG, "slots": True}, "slots", "slots must be from 1 to 4096"),
+        (Registration, {k: v for k, v in REG.items() if k != "host"}, "host", "host is required"),
+        (Registration, {**REG, "types": ["gpu", 3]}, "types", "types[1]: expected str"),
+        (Heartbeat, {"running": [["j", -1]]}, "running", "running[0][1]: expected int >= 0"),
+        (Heartbeat, {"running": "j"}, "running", "running holds [job, attempt] pairs"),
+        (Finish, {**FIN, "started_at": 1, "ended_at": 2, "state": "done"}, "state", "state must"),
+        (Finish, {**FIN, "started_at": -1, "ended_at": 2}, "started_at", "started_at must be"),
+        (Finish, {**FIN, "started_at": 1}, "ended_at", "ended_at is required"),
+    ],
+)
+def test_a_bad_message_names_its_field(
+    kind: type[Any], body: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(BadRequest) as raised:
+        protocol.read(body, kind)
+    assert raised.value.field == field
+    assert raised.value.message.startswith(message)
+
+
+def test_a_message_read_back_from_its_json_is_the_same() -> None:
+    lease = Lease(
+        **{**LEASE, "timeout": 5.0, "runtime": "host", "secrets": {"K": "v"}},
+        limits={"memory": 64 << 20, "cpus": 0.5, "pids": 100},
+    )
+    assert protocol.read(to_json(lease), Lease) == lease
+    assert type(protocol.read(to_json(lease), Lease).limits["memory"]) is int  # not 6.7e7
+    beat = Heartbeat(running=[("j1", 2)], draining=True)
+    assert protocol.read(to_json(beat), Heartbeat) == beat
+
+
+@pytest.mark.parametrize(
+    ("lease", "named"),
+    [
+        ({**LEASE, "attempt": "1", "timeout": None, "runtime": "host"}, "attempt"),
+        ({**LEASE, "timeout": None}, "runtime"),
+        ({**LEASE, "timeout": -5, "runtime": "host"}, "timeout"),
+        ({**LEASE, "timeout": None, "runtime": "host", "env": {"A": 1}}, "env"),
+        ({**LEASE, "timeout": None, "runtime": "host", "limits": {"memory": 1.5}}, "limits.memory"),
+    ],
+)
+async def test_a_worker_refuses_a_lease_that_is_not_valid(
+    lease: dict[str, Any], named: str
+) -> None:
+    """A master (here a stand-in aiohttp server, as the worker can't tell) that sends a broken
+    lease gets no job run: the worker's client raises MasterError, a failed call to its agent."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == protocol.REGISTER:
+            welcome = {"worker": "w1", "secret": "s", "poll_hold_s": 1.0}
+            return web.json_response({**welcome, "heartbeat_s": 1.0, "lease_s": 5.0}, status=201)
+        return web.json_response(lease)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    async with (
+        TestServer(app, host="127.0.0.1") as server,
+        MasterClient(str(server.make_url("/")), join="j") as client,
+    ):
+        worker = (await client.register(protocol.read(REG, Registration))).worker
+        with pytest.raises(MasterError) as raised:
+            await client.lease(worker)
+    assert "the master sent a lease that is not valid" in str(raised.value)
+    assert named in str(raised.value)
