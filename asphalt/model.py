@@ -1,17 +1,18 @@
-"""Project, Task and Job records, their states and the transitions allowed between them; pure."""
+"""Project, Task and Job records (msgspec Structs), their states and the transitions allowed
+between them; pure."""
 
 from __future__ import annotations
 
 import functools
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
 from asphalt.graph import ROLES, Node, When, outcome
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.wire import Record, field, replace
 
 
 class JobState(StrEnum):
@@ -105,8 +106,7 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Project:
+class Project(Record, frozen=True, kw_only=True):
     id: str
     name: str
     created_at: float
@@ -115,8 +115,7 @@ class Project:
         return {"id": self.id, "name": self.name, "createdAt": rfc3339(self.created_at)}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobInput:
+class JobInput(Record, frozen=True, kw_only=True):
     """A job as a user describes it, already validated."""
 
     action: str | list[str]
@@ -139,8 +138,7 @@ class JobInput:
         return Node(needs=self.needs, when=self.when)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attempt:
+class Attempt(Record, frozen=True, kw_only=True):
     """What one earlier attempt of a job ended as; kept when the job runs again."""
 
     attempt: int
@@ -165,8 +163,7 @@ class Attempt:
         }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
+class Job(Record, frozen=True, kw_only=True):
     id: str
     project: str
     task: str
@@ -273,15 +270,13 @@ class Job:
         return body
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Run:
+class Run(Record, frozen=True, kw_only=True):
     number: int
     created_at: float
     jobs: Mapping[str, str]  # job name -> job id, in the order they were given
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Task:
+class Task(Record, frozen=True, kw_only=True):
     id: str
     project: str
     created_at: float
@@ -308,8 +303,7 @@ def task_status(jobs: Iterable[Job]) -> tuple[TaskStatus, Outcome | None]:
     return TaskStatus.RUNNING, None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Worker:
+class Worker(Record, frozen=True, kw_only=True):
     """A worker as the master knows it; `last_seen` is wall time, persisted on heartbeats."""
 
     id: str
@@ -329,8 +323,7 @@ class Worker:
     embedded: bool = False  # the master's own worker: it dies with the master's process
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Token:
+class Token(Record, frozen=True, kw_only=True):
     """A credential the master issued; only the SHA-256 of its secret is kept.
 
     A session (a browser that logged in with a token) is a Token too, with `parent` naming the

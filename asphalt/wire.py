@@ -1,5 +1,6 @@
-"""Messages declared once, as msgspec Structs (the only importer of msgspec): what they are made
-of, how they are read from JSON with errors that name the field, and how they are written."""
+"""Records and messages declared once, as msgspec Structs (the only importer of msgspec): what
+they are made of, how messages are read from JSON with errors that name the field, and how they
+are written."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ from msgspec import Meta, field
 
 from asphalt.errors import BadRequest
 
-__all__ = ["Message", "Meta", "field", "read", "replace", "to_json"]
+__all__ = [
+    "Message",
+    "Meta",
+    "Record",
+    "field",
+    "field_names",
+    "read",
+    "record",
+    "replace",
+    "to_json",
+]
 
 T = TypeVar("T")
 replace = msgspec.structs.replace  # a copy of a message with some fields changed
@@ -21,6 +32,23 @@ replace = msgspec.structs.replace  # a copy of a message with some fields change
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     """A message between master and worker: immutable, fields by name, unknown fields ignored
     (a newer peer may send more)."""
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """A record the master keeps (model.py): immutable; changed by making a new one (`replace`)."""
+
+
+def record(data: Any, kind: type[T]) -> T:
+    """A stored record from its unpacked fields (nested records, enums and tuples made as its
+    declaration says); a record that does not fit its declaration is a bug or a damaged store,
+    and raises."""
+    return msgspec.convert(data, kind)
+
+
+def field_names(record: Any) -> tuple[str, ...]:
+    """The names of a record's or message's fields, in the order they are declared."""
+    names: tuple[str, ...] = record.__struct_fields__
+    return names
 
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")

@@ -3,11 +3,10 @@ and outcome that follow."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from asphalt.graph import roles_as_graph
 from asphalt.master.reactions import advance, environment
 from asphalt.model import Job, JobInput, JobState, Outcome, Role, TaskStatus, task_status
+from asphalt.wire import replace
 
 
 def _run(*roles: Role) -> dict[Role, Job]:

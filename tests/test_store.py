@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from asphalt.model import (
     TransitionError,
     check_transition,
 )
+from asphalt.wire import replace
 
 
 def _task(tid: str, at: float, project: str = "p1") -> tuple[Task, list[Job]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from harness import REG
 
-from asphalt import wire
 from asphalt.master.workers import KEEP_SHOWING_S, Registry
+from asphalt.wire import replace
 
 DAY = 24 * 3600.0
 
@@ -23,7 +21,7 @@ def test_workers_that_left_are_listed_for_a_day_and_then_only_when_asked() -> No
         ("lost-two-days-ago", now - 2 * DAY, False),
     ):
         worker = replace(
-            registry.new(wire.replace(REG, name=name), now=last_seen, secret_hash=""),
+            registry.new(replace(REG, name=name), now=last_seen, secret_hash=""),
             last_seen=last_seen,
             gone=gone,
         )

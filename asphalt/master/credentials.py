@@ -10,7 +10,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 
 from asphalt import log
@@ -18,6 +17,7 @@ from asphalt.errors import NotFound
 from asphalt.master.store import Store
 from asphalt.model import Scope, Token, Worker, new_id
 from asphalt.protocol import join_token, parse_join
+from asphalt.wire import replace
 
 _log = log.get("asphalt.credentials")
 ADMIN_FILE = "admin.token"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
 
 from asphalt import log
 from asphalt.config import MasterConfig
@@ -19,6 +18,7 @@ from asphalt.master.store import Store
 from asphalt.master.tasks import Tasks
 from asphalt.model import Job, JobState, Worker
 from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease
+from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")
 _CHAINED_KEPT = 4096  # finishes whose chained lease can be sent again

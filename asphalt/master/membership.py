@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from asphalt import log
 from asphalt.errors import NotFound
 from asphalt.master.leasing import Leases
 from asphalt.model import JobState, Worker
 from asphalt.protocol import Registration
+from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 
 from asphalt import graph
 from asphalt.model import Job, JobState
+from asphalt.wire import replace
 
 
 def _pending(job: Job | None) -> bool:

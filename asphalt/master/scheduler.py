@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from asphalt import log
 from asphalt.config import MasterConfig
@@ -25,6 +24,7 @@ from asphalt.master.tasks import Tasks
 from asphalt.master.views import Views
 from asphalt.master.workers import Registry
 from asphalt.model import JobState
+from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")
 

@@ -5,7 +5,6 @@ retries it sets off. Every change goes through the one door (lifecycle.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from asphalt import graph, log
 from asphalt.config import MasterConfig
@@ -17,6 +16,7 @@ from asphalt.master.lifecycle import Lifecycle
 from asphalt.master.queues import fits
 from asphalt.master.store import Store
 from asphalt.model import Job, JobInput, JobState, Project, Run, Task, new_id, task_status
+from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")
 RETRIED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from asphalt.model import Worker, new_id, rfc3339
 from asphalt.protocol import Registration
+from asphalt.wire import replace
 
 KEEP_SHOWING_S = 24 * 3600  # how long a worker that left or was lost is still listed
 

@@ -8,20 +8,15 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from asphalt.graph import When
-from asphalt.limits import NO_LIMITS, Limits
+from asphalt import wire
 from asphalt.model import (
-    Attempt,
     Job,
-    JobInput,
-    JobState,
     Project,
-    Run,
-    Scope,
     Task,
     Token,
     Worker,
 )
+from asphalt.wire import Record, field_names
 
 R = TypeVar("R")
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -29,7 +24,7 @@ _REUSE_UP_TO = 16 << 10  # bigger records (a long action, a large env) are decod
 
 
 def pack(obj: Any) -> bytes:
-    """A record (a frozen dataclass, nested ones included) as msgpack."""
+    """A record (a Struct, nested records and limits included) as msgpack."""
     return msgpack.packb(obj, default=_fields, use_bin_type=True)
 
 
@@ -37,9 +32,13 @@ def _fields(obj: Any) -> dict[str, Any]:
     # msgpack calls this for every record it meets and packs the values itself.
     names = _FIELD_NAMES.get(type(obj))
     if names is None:
-        if not dataclasses.is_dataclass(obj):
+        if isinstance(obj, Record):
+            names = field_names(obj)
+        elif dataclasses.is_dataclass(obj):  # Limits, inside a job's spec
+            names = tuple(f.name for f in dataclasses.fields(obj))
+        else:
             raise TypeError(f"cannot store a {type(obj).__name__}")
-        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+        _FIELD_NAMES[type(obj)] = names
     return {name: getattr(obj, name) for name in names}
 
 
@@ -59,40 +58,25 @@ def _unpack(raw: bytes) -> dict[str, Any]:
 
 def job(raw: bytes) -> Job:
     d = _unpack(raw)
-    spec = d["spec"]
-    spec["types"] = tuple(spec["types"])
-    spec["secrets"] = tuple(spec.get("secrets", ()))
-    spec["limits"] = Limits(**spec["limits"]) if spec.get("limits") else NO_LIMITS
-    spec["needs"] = tuple(spec["needs"])
-    spec["when"] = When(spec["when"])
-    d["spec"] = JobInput(**spec)
-    d["state"] = JobState(d["state"])
-    d["history"] = tuple(Attempt(**{**a, "state": JobState(a["state"])}) for a in d["history"])
-    return Job(**d)
+    if not d["spec"].get("limits"):  # none set: stored as null
+        d["spec"].pop("limits", None)
+    return wire.record(d, Job)
 
 
 def task(raw: bytes) -> Task:
-    d = _unpack(raw)
-    d["runs"] = tuple(Run(**r) for r in d["runs"])
-    return Task(**d)
+    return wire.record(_unpack(raw), Task)
 
 
 def project(raw: bytes) -> Project:
-    return Project(**_unpack(raw))
+    return wire.record(_unpack(raw), Project)
 
 
 def worker(raw: bytes) -> Worker:
-    d = _unpack(raw)
-    d["types"] = tuple(d["types"])
-    d["runtimes"] = tuple(d["runtimes"])
-    return Worker(**d)
+    return wire.record(_unpack(raw), Worker)
 
 
 def token(raw: bytes) -> Token:
-    d = _unpack(raw)
-    d["scope"] = Scope(d["scope"])
-    d["projects"] = tuple(d["projects"])
-    return Token(**d)
+    return wire.record(_unpack(raw), Token)
 
 
 class Decoded(Generic[R]):
