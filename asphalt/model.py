@@ -8,11 +8,11 @@ import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from asphalt.graph import ROLES, Node, When, outcome
 from asphalt.limits import NO_LIMITS, Limits
-from asphalt.wire import Record, field, replace
+from asphalt.wire import Meta, Record, field, replace
 
 
 class JobState(StrEnum):
@@ -121,11 +121,12 @@ class JobInput(Record, frozen=True, kw_only=True):
     action: str | list[str]
     container: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    timeout: float | None = None
+    timeout: Annotated[float, Meta(gt=0)] | None = None
     types: tuple[str, ...] = ()
     runtime: str = "host"
-    retries: int = 0  # attempts after the first when one fails, times out or is lost
-    backoff: float = 10.0  # seconds before the first retry, doubled for each one after
+    # Attempts after the first when one fails, times out or is lost.
+    retries: Annotated[int, Meta(ge=0)] = 0
+    backoff: Annotated[float, Meta(ge=0)] = 10.0  # seconds before the first retry, doubled after
     # The names of its secrets; their values are stored apart and never shown (Store.secrets).
     secrets: tuple[str, ...] = ()
     limits: Limits = NO_LIMITS  # memory, CPUs and processes; a worker's defaults fill the rest

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from asphalt import wire
 from asphalt.errors import BadRequest
 from asphalt.limits import parse_limits
+from asphalt.model import JobInput
 from asphalt.wire import Message, Meta, field
 from asphalt.wire import to_json as to_json  # protocol users write messages with it
 
@@ -101,19 +102,14 @@ class Lease(Message, frozen=True, kw_only=True):
 
     job: str
     attempt: Attempt
-    action: str | list[str]
-    container: str | None
-    env: dict[str, str]
-    timeout: Annotated[float, Meta(gt=0)] | None
-    runtime: str
+    spec: JobInput  # the job as the master keeps it (model.py), sent as it is
+    # What this attempt adds to the job's env: ASPHALT_* (which job, its needs' results).
+    env: dict[str, str] = field(default_factory=dict)
     # Set in the job's environment like env; their values are masked in its output.
     secrets: dict[str, str] = field(default_factory=dict)
-    limits: dict[str, int | float] = field(
-        default_factory=dict
-    )  # Limits.view(): memory, cpus, pids
 
     def __post_init__(self) -> None:
-        parse_limits(self.limits, "limits")
+        parse_limits(self.spec.limits.view(), "spec.limits")
 
 
 class Heartbeat(Message, frozen=True, kw_only=True):

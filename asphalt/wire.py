@@ -9,14 +9,17 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
-from msgspec import Meta, field
+from msgspec import UNSET, Meta, UnsetType, field
 
 from asphalt.errors import BadRequest
 
 __all__ = [
+    "UNSET",
+    "Body",
     "Message",
     "Meta",
     "Record",
+    "UnsetType",
     "field",
     "field_names",
     "read",
@@ -32,6 +35,11 @@ replace = msgspec.structs.replace  # a copy of a message with some fields change
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     """A message between master and worker: immutable, fields by name, unknown fields ignored
     (a newer peer may send more)."""
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A request body a person wrote (bodies.py): a field it does not have is refused, since a
+    typo ("acton") must not be dropped in silence."""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,33 +61,57 @@ def field_names(record: Any) -> tuple[str, ...]:
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 
 
-def read(data: Any, kind: type[T], hints: Mapping[str, str] | None = None) -> T:
+def read(data: Any, kind: type[T], hints: Mapping[str, str] | None = None, *, at: str = "") -> T:
     """`data` (parsed JSON) as a `kind`, or a 400 that names the field; `hints` gives, by field,
-    the wording a person needs where msgspec's ("Expected `int` >= 1") is not it."""
+    the wording a person needs where msgspec's ("Expected `int` >= 1") is not it, and `at` is
+    where `data` sits in the whole body ("jobs.build"), for the names in errors."""
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as e:
-        raise _bad_request(str(e), hints or {}) from None
+        raise _bad_request(str(e), kind, hints or {}, at) from None
 
 
-def _bad_request(text: str, hints: Mapping[str, str]) -> BadRequest:
-    at = _AT.search(text)
-    path = at.group("path").replace("[...]", "") if at else ""  # "[...]": a map's value
-    problem = text[: at.start()] if at else text
-    missing = _MISSING.search(problem)
-    if missing:
+def _bad_request(text: str, kind: Any, hints: Mapping[str, str], at: str) -> BadRequest:
+    found = _AT.search(text)
+    path = found.group("path").replace("[...]", "") if found else ""  # "[...]": a map's value
+    problem = text[: found.start()] if found else text
+
+    def named(relative: str) -> str:
+        return f"{at}.{relative}" if at and relative else at or relative
+
+    if missing := _MISSING.search(problem):
         path = f"{path}.{missing.group('name')}" if path else missing.group("name")
-        return BadRequest(f"{path} is required", field=path.split(".")[0].split("[")[0])
+        name = path.split(".")[0].split("[")[0]
+        hint = hints.get(name) if path == name else None
+        rule = f"; it {hint}" if hint else ""
+        return BadRequest(f"{named(path)} is required{rule}", field=named(name))
+    if unknown := _UNKNOWN.search(problem):
+        key = unknown.group("name")
+        allowed = f"; allowed here: {', '.join(field_names(kind))}" if not path else ""
+        return BadRequest(
+            f"unknown field {key!r}{allowed}", field=named(f"{path}.{key}".lstrip("."))
+        )
     name = path.split(".")[0].split("[")[0]
     if not name:
-        return BadRequest(f"the body must be a JSON object: {problem}")
-    hint = hints.get(name) if path == name else None
+        what = at or "the body"
+        return BadRequest(f"{what} must be a JSON object: {_words(problem)}", field=at or None)
+    rest = path[len(name) :]
+    # A hint is for the field and its items ("types[1]"), not for the fields of an object in it.
+    hint = hints.get(name) if not rest.startswith(".") else None
+    detail = _words(problem)
+    message = f"{named(name)} {hint}" if hint else f"{named(path)}: {detail}"
+    if hint and rest and "regex" not in detail:  # the item at fault, unless it is a pattern
+        message += f" ({named(path)}: {detail})"
+    return BadRequest(message, field=named(name))
+
+
+def _words(problem: str) -> str:
+    """msgspec's wording as part of a sentence: "Expected `int`" -> "expected int"."""
     words = problem.replace("`", "")
-    return BadRequest(
-        f"{name} {hint}" if hint else f"{path}: {words[:1].lower()}{words[1:]}", field=name
-    )
+    return f"{words[:1].lower()}{words[1:]}"
 
 
 def to_json(message: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ async def test_a_waiting_worker_is_handed_a_new_job_at_once(master: MasterFactor
         started = time.monotonic()
         await m.new_task({"main": {"action": "echo hi"}})
         lease = await asyncio.wait_for(polling, 5)
-        assert lease is not None and lease.attempt == 1 and lease.action == "echo hi"
+        assert lease is not None and lease.attempt == 1 and lease.spec.action == "echo hi"
         assert time.monotonic() - started < 15  # woken, not the 20 s hold
         assert lease.env["ASPHALT_TASK_ID"] == "t"
         assert (await m.task("p", "t"))["jobs"]["main"]["state"] == "running"
@@ -86,10 +86,10 @@ async def test_a_finish_asking_for_more_is_answered_with_the_next_queued_job(
         await m.new_task({"main": {"action": "first"}}, task="a")
         await m.new_task({"main": {"action": "second"}}, task="b")
         first = await client.lease(w)
-        assert first is not None and first.action == "first"
+        assert first is not None and first.spec.action == "first"
         fin = SUCCEEDED
         second = await client.finish(w, first.job, replace(fin, next=True))
-        assert second is not None and (second.action, second.attempt) == ("second", 1)
+        assert second is not None and (second.spec.action, second.attempt) == ("second", 1)
         assert (await m.task("p", "b"))["jobs"]["main"]["state"] == "running"
         # Nothing left: the answer says so at once rather than holding the call.
         started = time.monotonic()
@@ -209,12 +209,12 @@ async def test_reactions_are_served_before_new_main_jobs(master: MasterFactory) 
         w = (await client.register(REG)).worker
         await m.new_task({"main": {"action": "main1"}, "success": {"action": "react"}}, "a")
         first = await client.lease(w)
-        assert first is not None and first.action == "main1"
+        assert first is not None and first.spec.action == "main1"
         await m.new_task({"main": {"action": "main2"}}, "b")
         fin = SUCCEEDED
         await client.finish(w, first.job, fin)
         second = await client.lease(w)
-        assert second is not None and second.action == "react"
+        assert second is not None and second.spec.action == "react"
 
 
 async def test_unknown_worker_is_told_to_register(master: MasterFactory) -> None:

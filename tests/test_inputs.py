@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from asphalt import bodies
 from asphalt.errors import BadRequest
-from asphalt.master.inputs import parse_limit, parse_project, parse_task
-from asphalt.model import Role
+from asphalt.master.inputs import TokenInput, parse_limit, parse_project, parse_task, parse_token
+from asphalt.model import Role, Scope
+from asphalt.wire import field_names
 
 
 def test_a_bare_job_is_shorthand_for_a_task_with_only_main() -> None:
@@ -96,3 +98,49 @@ def test_limit_is_bounded() -> None:
     for raw in ("0", "-1", "x", "100000"):
         with pytest.raises(BadRequest):
             parse_limit(raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"jobs": {"main": {"acton": "x"}}}, "unknown field 'acton'; allowed here: action, "),
+        ({"action": "x", "timeout": "10"}, "timeout must be a number of seconds above 0"),
+        ({"action": "x", "retries": 1.5}, "retries must be a whole number from 0 to 100"),
+        ({"action": "x", "backoff": float("inf")}, "backoff must be seconds from 0 to 3600"),
+        ({"jobs": {"a": {"action": "x", "needs": [1]}}}, "jobs.a.needs must be a list of job"),
+        ({"jobs": {"a": {"action": "x", "when": "never"}}}, "jobs.a.when must be one of success"),
+        ({"jobs": {"a": {}}}, "jobs.a.action is required; it must be a command line"),
+        ({"jobs": {"a": []}}, "jobs.a must be a JSON object"),
+        ({"jobs": []}, "jobs must be an object of job names to jobs"),
+        ({"action": "x", "types": ["ok", "not ok"]}, "types must be a list of type names, e.g."),
+    ],
+)
+def test_the_error_says_how_to_fix_the_field(body: Any, says: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_task(body)
+    assert caught.value.message.startswith(says)
+    assert "`" not in caught.value.message and "regex" not in caught.value.message
+
+
+def test_every_field_a_person_sends_has_words_for_its_errors() -> None:
+    """bodies.HINTS is the table of wording: a field without an entry would answer in
+    msgspec's terms ("Expected `int` >= 0")."""
+    kinds = (bodies.ProjectBody, bodies.JobBody, bodies.TaskBody, bodies.TokenBody)
+    fields = {name for kind in kinds for name in field_names(kind)}
+    assert fields <= set(bodies.HINTS), fields - set(bodies.HINTS)
+
+
+def test_tokens_are_read_from_their_body() -> None:
+    assert parse_token({"name": "ci", "scope": "submit", "projects": ["web", "web"]}) == (
+        TokenInput(name="ci", scope=Scope.SUBMIT, projects=("web",))
+    )
+    for body, field in (
+        ({"name": "ci", "scope": "root"}, "scope"),
+        ({"name": "ci", "projects": "web"}, "projects"),
+        ({"name": "ci", "scope": "admin", "projects": ["web"]}, "projects"),
+        ({"scope": "read"}, "name"),
+        ({"name": "ci", "x": 1}, "x"),
+    ):
+        with pytest.raises(BadRequest) as caught:
+            parse_token(body)
+        assert caught.value.field == field

@@ -12,12 +12,15 @@ from aiohttp.test_utils import TestServer
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
+from asphalt.limits import Limits
+from asphalt.model import JobInput
 from asphalt.protocol import Finish, Heartbeat, Lease, Registration, to_json
 from asphalt.worker.client import MasterClient, MasterError
 
 REG = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "slots": 1, "version": "t"}
 FIN = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
-LEASE = {"job": "j1", "attempt": 1, "action": "true", "container": None, "env": {}}
+LEASE = {"job": "j1", "attempt": 1, "env": {}}
+SPEC = {"action": "true", "container": None, "timeout": None, "runtime": "host"}
 
 
 @pytest.mark.parametrize(
@@ -26,8 +29,18 @@ LEASE = {"job": "j1", "attempt": 1, "action": "true", "container": None, "env": 
         (Registration, {**REG, "slots": 0}, "slots", "slots must be from 1 to 4096"),
         (Registration, {**REG, "slots": True}, "slots", "slots must be from 1 to 4096"),
         (Registration, {k: v for k, v in REG.items() if k != "host"}, "host", "host is required"),
-        (Registration, {**REG, "types": ["gpu", 3]}, "types", "types[1]: expected str"),
-        (Heartbeat, {"running": [["j", -1]]}, "running", "running[0][1]: expected int >= 0"),
+        (
+            Registration,
+            {**REG, "types": ["gpu", 3]},
+            "types",
+            "types must be a list of strings (types[1]: expected str",
+        ),
+        (
+            Heartbeat,
+            {"running": [["j", -1]]},
+            "running",
+            "running holds [job, attempt] pairs (running[0][1]: expected int >= 0",
+        ),
         (Heartbeat, {"running": "j"}, "running", "running holds [job, attempt] pairs"),
         (Finish, {**FIN, "started_at": 1, "ended_at": 2, "state": "done"}, "state", "state must"),
         (Finish, {**FIN, "started_at": -1, "ended_at": 2}, "started_at", "started_at must be"),
@@ -44,12 +57,11 @@ def test_a_bad_message_names_its_field(
 
 
 def test_a_message_read_back_from_its_json_is_the_same() -> None:
-    lease = Lease(
-        **{**LEASE, "timeout": 5.0, "runtime": "host", "secrets": {"K": "v"}},
-        limits={"memory": 64 << 20, "cpus": 0.5, "pids": 100},
-    )
+    limits = Limits(memory=64 << 20, cpus=0.5, pids=100)
+    spec = JobInput(action=["sh", "-c", "true"], timeout=5.0, secrets=("K",), limits=limits)
+    lease = Lease(job="j1", attempt=1, spec=spec, env={"A": "1"}, secrets={"K": "v"})
     assert protocol.read(to_json(lease), Lease) == lease
-    assert type(protocol.read(to_json(lease), Lease).limits["memory"]) is int  # not 6.7e7
+    assert type(protocol.read(to_json(lease), Lease).spec.limits.memory) is int  # not 6.7e7
     beat = Heartbeat(running=[("j1", 2)], draining=True)
     assert protocol.read(to_json(beat), Heartbeat) == beat
 
@@ -57,11 +69,14 @@ def test_a_message_read_back_from_its_json_is_the_same() -> None:
 @pytest.mark.parametrize(
     ("lease", "named"),
     [
-        ({**LEASE, "attempt": "1", "timeout": None, "runtime": "host"}, "attempt"),
-        ({**LEASE, "timeout": None}, "runtime"),
-        ({**LEASE, "timeout": -5, "runtime": "host"}, "timeout"),
-        ({**LEASE, "timeout": None, "runtime": "host", "env": {"A": 1}}, "env"),
-        ({**LEASE, "timeout": None, "runtime": "host", "limits": {"memory": 1.5}}, "limits.memory"),
+        ({**LEASE, "attempt": "1", "spec": SPEC}, "attempt"),
+        (LEASE, "spec is required"),
+        ({**LEASE, "spec": {**SPEC, "action": None}}, "spec.action"),
+        ({**LEASE, "spec": {**SPEC, "timeout": -5}}, "spec.timeout"),
+        ({**LEASE, "spec": SPEC, "env": {"A": 1}}, "env"),
+        ({**LEASE, "spec": {**SPEC, "retries": True}}, "spec.retries"),
+        ({**LEASE, "spec": {**SPEC, "limits": {"memory": 1.5}}}, "spec.limits.memory"),
+        ({**LEASE, "spec": {**SPEC, "limits": {"memory": 1}}}, "spec.limits.memory"),
     ],
 )
 async def test_a_worker_refuses_a_lease_that_is_not_valid(

@@ -77,22 +77,11 @@ class Leases:
         if run is not None:
             ids = {run.jobs[name]: name for name in wanted if name in run.jobs}
             jobs = {ids[j.id]: j for j in self.store.jobs(list(ids))}
-        env = {**job.spec.env, **reactions.environment(job, jobs)}
-        spec = job.spec
-        secrets = self.store.secrets(job.id) if spec.secrets else {}
+        secrets = self.store.secrets(job.id) if job.spec.secrets else {}
         if self.job_token is not None:  # a secret, so that its worker masks it in output
             secrets["ASPHALT_JOB_TOKEN"] = self.job_token(job.id, job.attempt)
-        return Lease(
-            job=job.id,
-            attempt=job.attempt,
-            action=spec.action,
-            container=spec.container,
-            env=env,
-            timeout=spec.timeout,
-            runtime=spec.runtime,
-            secrets=secrets,
-            limits=spec.limits.view(),
-        )
+        env = reactions.environment(job, jobs)
+        return Lease(job=job.id, attempt=job.attempt, spec=job.spec, env=env, secrets=secrets)
 
     def _release(self, job: Job) -> None:
         """Put back a job that was leased but never reached its worker."""

@@ -11,7 +11,6 @@ from typing import Any, Literal, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
-from asphalt.limits import parse_limits
 from asphalt.protocol import EndState, Finish, Lease
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
@@ -92,7 +91,7 @@ class Runner:
     ) -> Lease | None:
         """Run the job and report its end; return the next job, if the master sent one."""
         lease = entry.lease
-        _log.debug("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.runtime)
+        _log.debug("job_started", job=lease.job, attempt=lease.attempt, runtime=lease.spec.runtime)
         up = Uploader(
             self.client,
             worker,
@@ -143,17 +142,18 @@ class Runner:
 
     async def _execute(self, worker: str, entry: RunningJob, masker: Masker) -> Ended:
         lease = entry.lease
-        runtime = self.runtimes.get(lease.runtime)
+        job = lease.spec
+        runtime = self.runtimes.get(job.runtime)
         if runtime is None:
-            return Ended("failed", reason=f"this worker has no {lease.runtime} runtime")
-        spec = JobSpec(
+            return Ended("failed", reason=f"this worker has no {job.runtime} runtime")
+        spec = JobSpec(  # the attempt as its runtime sees it: the job, in its environment
             job_id=lease.job,
             attempt=lease.attempt,
-            action=lease.action,
-            container=lease.container,
-            env={**lease.env, **lease.secrets, ENV_URL: self.client.base_url},
+            action=job.action,
+            container=job.container,
+            env={**job.env, **lease.env, **lease.secrets, ENV_URL: self.client.base_url},
             worker_id=worker,
-            limits=parse_limits(lease.limits, "limits"),
+            limits=job.limits,
             secret_names=tuple(lease.secrets),
         )
         entry.applied = runtime.applied(spec)
@@ -173,7 +173,7 @@ class Runner:
         running = runtime.run(spec, masker.write, grace_s=self.config.grace_s)
         entry.task = asyncio.create_task(running)
         try:
-            done, _ = await asyncio.wait({entry.task}, timeout=lease.timeout)
+            done, _ = await asyncio.wait({entry.task}, timeout=lease.spec.timeout)
         except asyncio.CancelledError:  # the worker is forced to stop: stop the job with it
             entry.task.cancel()
             await asyncio.wait({entry.task})
@@ -187,7 +187,8 @@ class Runner:
             if task is not None and task.cancelling():
                 raise
             if entry.stop_as == "timed_out":
-                return Ended("timed_out", reason=f"ran over its timeout of {lease.timeout:g} s")
+                timeout = lease.spec.timeout
+                return Ended("timed_out", reason=f"ran over its timeout of {timeout:g} s")
             if entry.stop_as == "released":
                 return Ended("released")
             return Ended("cancelled", reason="cancelled by request")

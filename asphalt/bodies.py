@@ -1,0 +1,100 @@
+"""The API's request bodies, declared once as Structs: what a person may send, field by field,
+with the rules each field keeps by itself (types, ranges, patterns; unknown fields refused) and
+the words that say how to fix one that breaks them (HINTS). Rules between fields, and turning a
+body into the record it describes, are master/inputs.py's."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from asphalt import wire
+from asphalt.graph import When
+from asphalt.wire import UNSET, Body, Meta, UnsetType
+
+MAX_RETRIES = 100
+MAX_BACKOFF_S = 3600
+MAX_TIMEOUT_S = 7 * 24 * 3600
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"  # \Z: "$" would let a newline end it
+NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+RUNTIMES = ("host", "docker", "singularity")
+TOKEN_SCOPES = ("read", "submit", "admin")
+
+Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
+Image = Annotated[str, Meta(pattern=r"^\S+\Z")]
+Runtime = Literal["host", "docker", "singularity"]
+B = TypeVar("B", bound=Body)
+
+HINTS = {
+    "name": f"must be {NAME_RULE}",
+    "id": f"must be {NAME_RULE}",
+    "action": 'must be a command line ("make test") or an argv list (["make", "test"])',
+    "container": 'must be an image name such as "ruby:3"',
+    "runtime": f"must be one of {', '.join(RUNTIMES)}",
+    "env": 'must be an object of names to values, e.g. {"CI": "1"}',
+    "secrets": 'must be an object of names to values, e.g. {"TOKEN": "..."}',
+    "limits": 'must be an object such as {"memory": "512m", "cpus": 1.5, "pids": 256}',
+    "timeout": f"must be a number of seconds above 0 and at most {MAX_TIMEOUT_S}",
+    "retries": f"must be a whole number from 0 to {MAX_RETRIES}",
+    "backoff": f"must be seconds from 0 to {MAX_BACKOFF_S}",
+    "types": 'must be a list of type names, e.g. ["gpu"]',
+    "needs": 'must be a list of job names, e.g. ["build"]',
+    "when": f"must be one of {', '.join(When)} (run when every job it needs succeeded, "
+    "when one did not, or in any case)",
+    "jobs": 'must be an object of job names to jobs, e.g. {"main": {"action": "make test"}}',
+    "scope": f"must be one of {', '.join(TOKEN_SCOPES)} (read may GET; submit may also create "
+    "tasks, rerun and cancel; admin may do everything)",
+    "projects": 'must be a list of project names or ids, e.g. ["web"]; leave it out for every '
+    "project",
+}
+
+
+class ProjectBody(Body, frozen=True, kw_only=True):
+    name: Name
+    id: Name | None = None
+
+
+class BareJobBody(Body, frozen=True, kw_only=True):
+    """A job that is a whole task (it needs nothing): `{"action": "make test"}`."""
+
+    action: str | list[str]
+    container: Image | None = None
+    runtime: Runtime | None = None  # docker with a container, else host
+    # Names to strings, numbers or booleans; the names and the values are checked as a whole
+    # (master/inputs.py) so that an error names the variable at fault.
+    env: dict[str, Any] | None = None
+    secrets: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None  # read by limits.parse_limits, which names each limit
+    timeout: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)] | None = None
+    retries: Annotated[int, Meta(ge=0, le=MAX_RETRIES)] | None = None
+    backoff: Annotated[float, Meta(ge=0, le=MAX_BACKOFF_S)] | None = None
+    types: Name | list[Name] | None = None
+
+
+class JobBody(BareJobBody, frozen=True, kw_only=True):
+    """A job in a task's `jobs` map; `needs` and `when` left out take the role's shorthand."""
+
+    needs: str | list[str] | UnsetType = UNSET
+    when: When | UnsetType = UNSET
+
+
+class TaskBody(Body, frozen=True, kw_only=True):
+    id: Name | None = None
+    jobs: dict[str, Any]  # each job is read as a JobBody, so that an error names it
+
+
+class JobsBody(Body, frozen=True, kw_only=True):
+    """Jobs added to a task while its run goes on."""
+
+    jobs: dict[str, Any]
+
+
+class TokenBody(Body, frozen=True, kw_only=True):
+    name: Name
+    scope: Literal["read", "submit", "admin"] = "read"
+    projects: list[Name] = []
+
+
+def read(data: Any, kind: type[B], at: str = "") -> B:
+    """A body (or the part of one at `at`, such as "jobs.build") from parsed JSON, or a 400 that
+    names the field."""
+    return wire.read(data, kind, HINTS, at=at)
