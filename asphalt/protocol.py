@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -149,23 +150,55 @@ def read(data: Any, kind: type[M]) -> M:
     return wire.read(data, kind, HINTS)
 
 
-MAX_APPLIED = 64  # keys in `applied`; each a short name with a plain value or a list of names
+MAX_APPLIED = 64  # keys in `applied`, and items in one of its lists
+MAX_APPLIED_TEXT = 200  # characters in one of its strings
+INT64 = 2**63 - 1  # what msgpack, and so the store, can hold
+
+
+def fit_applied(value: dict[str, Any]) -> dict[str, Any]:
+    """What a runtime applied, cut to the size `Finish` accepts: the first keys, long lists
+    ending in a marker that says how many names were left out, long strings shortened."""
+
+    def fit(item: Any) -> Any:
+        if isinstance(item, str):
+            return item[:MAX_APPLIED_TEXT]
+        if isinstance(item, list):
+            if len(item) <= MAX_APPLIED:
+                return [fit(i) for i in item]
+            kept = MAX_APPLIED - 1
+            return [fit(i) for i in item[:kept]] + [f"... {len(item) - kept} more"]
+        return item
+
+    return {key[:MAX_APPLIED]: fit(item) for key, item in list(value.items())[:MAX_APPLIED]}
+
+
+def _plain(item: Any) -> bool:
+    """A value the store can keep as it is: text, a whole number msgpack holds, a finite number."""
+    if isinstance(item, bool) or item is None:
+        return True
+    if isinstance(item, str):
+        return len(item) <= MAX_APPLIED_TEXT
+    if isinstance(item, int):
+        return -INT64 - 1 <= item <= INT64
+    return isinstance(item, float) and math.isfinite(item)
 
 
 def _applied(value: Any) -> dict[str, Any] | None:
-    """What a runtime applied: a small flat object of names to plain values."""
+    """What a runtime applied: a small flat object of names to plain values or lists of them."""
     if value is None:
         return None
-    plain = (str, int, float, bool, type(None))
     if not isinstance(value, dict) or len(value) > MAX_APPLIED:
         raise BadRequest(
             f"applied must be an object of at most {MAX_APPLIED} keys", field="applied"
         )
     for key, item in value.items():
         items = item if isinstance(item, list) else [item]
-        short = all(len(str(i)) <= 200 for i in items) and len(items) <= 64
-        if len(key) > 64 or not all(isinstance(i, plain) for i in items) or not short:
-            raise BadRequest(f"applied.{key} must be a short plain value", field="applied")
+        if len(key) > MAX_APPLIED or len(items) > MAX_APPLIED or not all(map(_plain, items)):
+            raise BadRequest(
+                f"applied.{key[:MAX_APPLIED]} must be a short plain value, or a list of at most "
+                f"{MAX_APPLIED} of them",
+                field="applied",
+            )
     return value
 
 

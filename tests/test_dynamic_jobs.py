@@ -4,6 +4,7 @@ ASPHALT_JOB_TOKEN, which is good only for its task and only while it runs."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,24 @@ def test_a_job_token_reaches_only_its_own_task(cluster: Cluster, tmp_path: Path)
         "POST", "/projects/dyn/tasks/mine/jobs", {"jobs": {"z": {"action": "true"}}}
     )
     assert status == 409 and "has ended" in answer["error"], answer
+
+
+def test_jobs_added_while_another_request_is_still_sending_are_all_kept(cluster: Cluster) -> None:
+    """A slow client's body arrives after a quick one has added its job: both jobs are kept
+    (the slow one is checked against the task as it is once its body is in, not as it was)."""
+    http = cluster.master()
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "t", "jobs": {"hold": {"action": "sleep 30"}}})
+    body = json.dumps({"jobs": {"slow": {"action": "true", "needs": ["hold"]}}}).encode()
+    host, port = http.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        head = f"POST /projects/p/tasks/t/jobs HTTP/1.1\r\nHost: {host}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        slow.sendall(head.encode() + body[:10])
+        http.post("/projects/p/tasks/t/jobs", {"jobs": {"quick": {"action": "true"}}})
+        slow.sendall(body[10:])
+        answer = slow.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 201"), answer
+    jobs = http.get("/projects/p/tasks/t")["jobs"]
+    assert sorted(jobs) == ["hold", "quick", "slow"], jobs
+    http.post("/projects/p/tasks/t/cancel", None, expect=200)

@@ -41,6 +41,23 @@ def test_a_host_job_sees_only_the_worker_variables_it_was_allowed(
     assert "CI_COMMIT" in applied["envAllowed"] and "WORKER_PASSWORD" not in applied["envAllowed"]
 
 
+def test_a_job_is_reported_when_the_worker_passes_it_many_variables(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More allowed names than a finish lists: the job still ends, and says how many more."""
+    for n in range(100):
+        monkeypatch.setenv(f"CI_MANY_{n:03}", str(n))
+    http = cluster.master("-env-allow", "CI_MANY_*")
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "t", "action": "echo $CI_MANY_099"})
+    main = wait_until(lambda: http.task_done("p", "t"), 30, "the task to complete")["jobs"]["main"]
+    assert main["state"] == "succeeded" and main["output"] == "99\n"
+    assert main["applied"]["envAllowed"][:2] == ["CI_MANY_000", "CI_MANY_001"]
+    listed = main["applied"]["envAllowed"]
+    assert len(listed) == 64 and listed[-1].startswith("... ") and listed[-1].endswith(" more")
+    assert int(listed[-1].split()[1]) >= 100 - 63  # PATH and the like are passed too
+
+
 @pytest.mark.docker
 def test_a_docker_job_runs_hardened_within_its_limits_and_says_so(
     cluster: Cluster, test_image: str

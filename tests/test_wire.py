@@ -19,6 +19,7 @@ from asphalt.worker.client import MasterClient, MasterError
 
 REG = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "slots": 1, "version": "t"}
 FIN = {"attempt": 1, "state": "succeeded", "status": 0, "reason": None}
+TIMES = {"started_at": 1, "ended_at": 2}
 LEASE = {"job": "j1", "attempt": 1, "env": {}}
 SPEC = {"action": "true", "container": None, "timeout": None, "runtime": "host"}
 
@@ -45,6 +46,9 @@ SPEC = {"action": "true", "container": None, "timeout": None, "runtime": "host"}
         (Finish, {**FIN, "started_at": 1, "ended_at": 2, "state": "done"}, "state", "state must"),
         (Finish, {**FIN, "started_at": -1, "ended_at": 2}, "started_at", "started_at must be"),
         (Finish, {**FIN, "started_at": 1}, "ended_at", "ended_at is required"),
+        (Finish, {**FIN, **TIMES, "applied": {"pids": 2**64}}, "applied", "applied.pids must"),
+        (Finish, {**FIN, **TIMES, "applied": {"cpus": float("inf")}}, "applied", "applied.cpus"),
+        (Finish, {**FIN, **TIMES, "applied": {"env": ["A"] * 65}}, "applied", "applied.env"),
     ],
 )
 def test_a_bad_message_names_its_field(
@@ -64,6 +68,18 @@ def test_a_message_read_back_from_its_json_is_the_same() -> None:
     assert type(protocol.read(to_json(lease), Lease).spec.limits.memory) is int  # not 6.7e7
     beat = Heartbeat(running=[("j1", 2)], draining=True)
     assert protocol.read(to_json(beat), Heartbeat) == beat
+
+
+def test_what_a_runtime_applied_is_cut_to_what_a_finish_carries() -> None:
+    """A worker allowed `CI_*` among a hundred such variables still reports its job: the list of
+    names ends in a marker instead of being refused (which would leave the job unreported)."""
+    names = [f"CI_{n}" for n in range(100)]
+    applied = protocol.fit_applied({"envAllowed": names, "image": "x" * 500, "cpus": 0.5})
+    fin = protocol.read({**FIN, **TIMES, "applied": applied}, Finish)
+    assert fin.applied is not None
+    assert fin.applied["envAllowed"][:63] == names[:63]
+    assert fin.applied["envAllowed"][63] == "... 37 more"
+    assert len(fin.applied["image"]) == 200 and fin.applied["cpus"] == 0.5
 
 
 @pytest.mark.parametrize(

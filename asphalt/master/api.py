@@ -116,9 +116,10 @@ async def rerun_task(request: web.Request) -> web.Response:
 @routes.post("/projects/{project}/tasks/{task}/jobs", name="add_jobs")
 async def add_jobs(request: web.Request) -> web.Response:
     """Add jobs to the task's current run while it goes on (a job may, with its own token)."""
-    scheduler, project, task = _task(request)
+    body = await read_json(request)
+    scheduler, project, task = _task(request)  # after the await: the task as it is now
     existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
-    scheduler.tasks.add_jobs(project, task, parse_jobs(await read_json(request), existing))
+    scheduler.tasks.add_jobs(project, task, parse_jobs(body, existing))
     task = scheduler.tasks.task(project, task.id)
     return reply(scheduler.views.task(project, task, task.current), 201)
 

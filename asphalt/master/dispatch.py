@@ -42,7 +42,7 @@ class Dispatch:
         self.now_m = now_m
         self.queues = Queues()
         self.closing = False
-        self.leases: dict[str, Held] = {}  # job id -> the lease on its running attempt
+        self._leases: dict[str, Held] = {}  # job id -> the lease on its running attempt
         self._delayed: dict[str, Job] = {}
 
     def enqueue(self, job: Job) -> None:
@@ -93,17 +93,35 @@ class Dispatch:
     def hold(self, job: Job, deadline_m: float) -> None:
         """Book a running attempt's lease (on a grant, or found running at start-up)."""
         assert job.worker is not None
-        self.leases[job.id] = Held(job.worker, job.attempt, deadline_m)
+        self._leases[job.id] = Held(job.worker, job.attempt, deadline_m)
         self.registry.running.setdefault(job.worker, set()).add(job.id)
 
-    def drop(self, job: Job) -> None:
+    def drop(self, job_id: str) -> None:
         """The job's attempt is over (or back in the queue): its lease frees its slot."""
-        held = self.leases.pop(job.id, None)
+        held = self._leases.pop(job_id, None)
         if held is not None:
-            self.registry.running.get(held.worker, set()).discard(job.id)
+            self.registry.running.get(held.worker, set()).discard(job_id)
+
+    def renew(self, job_id: str, worker_id: str, attempt: int) -> bool:
+        """Extend the lease on this attempt by one lease time, if this worker holds it."""
+        held = self.holder(job_id, worker_id)
+        if held is None or held.attempt != attempt:
+            return False
+        held.deadline_m = self.now_m() + self.config.lease_s
+        return True
+
+    def holder(self, job_id: str, worker_id: str) -> Held | None:
+        """The lease on the job, if this worker holds it."""
+        held = self._leases.get(job_id)
+        return held if held is not None and held.worker == worker_id else None
+
+    def expired(self) -> list[tuple[str, Held]]:
+        """The leases whose deadline has passed (still booked until dropped)."""
+        now_m = self.now_m()
+        return [(job_id, h) for job_id, h in self._leases.items() if h.deadline_m <= now_m]
 
     def running_count(self) -> int:
-        return len(self.leases)
+        return len(self._leases)
 
     def close(self) -> None:
         """No more leases: every long-poll is answered now."""

@@ -95,13 +95,8 @@ class Leases:
             return
         back = replace(fresh.requeued(), attempt=fresh.attempt - 1, history=fresh.history)
         self.lifecycle.commit(jobs=[back])
-        self.dispatch.drop(fresh)
+        self.dispatch.drop(fresh.id)
         self.dispatch.enqueue(back)
-
-    def _drop_lease(self, job: Job) -> None:
-        held = self.dispatch.leases.pop(job.id, None)
-        if held is not None:
-            self.dispatch.registry.running.get(held.worker, set()).discard(job.id)
 
     def _held(self, worker: Worker, job_id: str, attempt: int) -> Job:
         """The job, if this worker holds this attempt of it; else 409 (or 404)."""
@@ -121,9 +116,7 @@ class Leases:
         self.store.save_worker(touched)
         renewed, stale = set(), []
         for job_id, attempt in beat.running:
-            held = self.dispatch.leases.get(job_id)
-            if held and held.worker == worker.id and held.attempt == attempt:
-                held.deadline_m = now_m + self.config.lease_s
+            if self.dispatch.renew(job_id, worker.id, attempt):
                 renewed.add(job_id)
             else:
                 stale.append(job_id)
@@ -191,8 +184,8 @@ class Leases:
 
     def _still_leased(self, worker: Worker, job_id: str | None) -> Job | None:
         """The job, if it is running under a lease this worker holds."""
-        held = self.dispatch.leases.get(job_id) if job_id else None
-        if job_id is None or held is None or held.worker != worker.id:
+        held = self.dispatch.holder(job_id, worker.id) if job_id else None
+        if job_id is None or held is None:
             return None
         job = self.store.job(job_id)
         if job is None or job.state is not JobState.RUNNING or job.attempt != held.attempt:
@@ -221,7 +214,7 @@ class Leases:
             return ended
         back = job.to(JobState.LOST, ended_at=self.now(), reason=why).requeued()
         self.lifecycle.commit(jobs=[back])
-        self.dispatch.drop(job)
+        self.dispatch.drop(job.id)
         self.dispatch.enqueue(back)
         return back
 
@@ -247,13 +240,10 @@ class Leases:
 
     def expire_leases(self) -> None:
         """End the jobs whose worker stopped renewing their lease."""
-        now_m = self.now_m()
-        for job_id, held in list(self.dispatch.leases.items()):
-            if held.deadline_m > now_m:
-                continue
+        for job_id, held in self.dispatch.expired():
             job = self.store.job(job_id)
             if job is None or job.state is not JobState.RUNNING:
-                self.dispatch.leases.pop(job_id, None)
+                self.dispatch.drop(job_id)
                 continue
             state = JobState.CANCELLED if job.cancel_requested else JobState.LOST
             why = f"worker {held.worker} stopped renewing its lease"

@@ -123,6 +123,7 @@ class Tasks:
         """Run the task's graph again as a new run (jobs added while a run went on are not part
         of it: the jobs that added them add them again)."""
         self._accepting()
+        task = self.task(project, task.id)  # as stored now: a caller may hold an older one
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] != "complete":
             raise Conflict("the task's current run has not ended; cancel it first", field="task")
@@ -161,6 +162,7 @@ class Tasks:
         """Add jobs to the task's current run while it goes on; those whose needs have all
         ended already are decided at once."""
         self._accepting()
+        task = self.task(project, task.id)  # as stored now: a caller may hold an older one
         jobs = self.run_jobs(task.current)
         if task_status(jobs.values())[0] == "complete":
             raise Conflict(
@@ -217,7 +219,7 @@ class Tasks:
             jobs[job.name] = job
             changed += reactions.advance(jobs, [job.name], self.now())
         self.lifecycle.commit(jobs=changed)
-        self.dispatch.drop(job)
+        self.dispatch.drop(job.id)
         # Each job's story is in its page; the log keeps only the ones that went wrong.
         (_log.debug if job.state is JobState.SUCCEEDED else _log.info)(
             "job_ended", job=job.id, state=job.state, status=job.status, worker=job.worker
@@ -229,7 +231,7 @@ class Tasks:
         untouched, up to -lost-retries times; the lost attempt stays in its history."""
         job = replace(lost.requeued(), lost=lost.lost + 1)
         self.lifecycle.commit(jobs=[job])
-        self.dispatch.drop(lost)
+        self.dispatch.drop(lost.id)
         _log.info("job_lost_retry", job=job.id, reason=lost.reason, lost=job.lost)
         self.dispatch.enqueue(job)
 
@@ -237,7 +239,7 @@ class Tasks:
         delay = min(ended.spec.backoff * 2**ended.retried, MAX_BACKOFF_S)
         job = replace(ended.requeued(), retried=ended.retried + 1, not_before=self.now() + delay)
         self.lifecycle.commit(jobs=[job])
-        self.dispatch.drop(ended)
+        self.dispatch.drop(ended.id)
         _log.info("job_retry", job=job.id, ended=ended.state, retry=job.retried, delay_s=delay)
         self.dispatch.enqueue(job)
 

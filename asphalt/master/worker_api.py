@@ -79,16 +79,16 @@ async def lease(request: web.Request) -> web.Response:
 
 @routes.post(protocol.HEARTBEAT, name="heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
-    worker = _worker(request)
     beat = protocol.read(await read_json(request), Heartbeat)
+    worker = _worker(request)  # looked up after the await: the record as it is now
     return reply(to_json(await request.config_dict[SCHEDULER].leases.heartbeat(worker, beat)))
 
 
 @routes.post(protocol.OUTPUT, name="output")
 async def output(request: web.Request) -> web.Response:
-    worker = _worker(request)
     attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
     data = await read_body(request)
+    worker = _worker(request)
     job = request.match_info["job"]
     received = request.config_dict[SCHEDULER].leases.output(worker, job, attempt, offset, data)
     return reply({"received": received})
@@ -96,8 +96,8 @@ async def output(request: web.Request) -> web.Response:
 
 @routes.post(protocol.FINISH, name="finish")
 async def finish(request: web.Request) -> web.Response:
-    worker = _worker(request)
     fin = protocol.read(await read_json(request), Finish)
+    worker = _worker(request)
     scheduler = request.config_dict[SCHEDULER]
     job = scheduler.leases.finish(worker, request.match_info["job"], fin)
     answer: dict[str, object] = {"state": job.state}
@@ -112,8 +112,8 @@ async def finish(request: web.Request) -> web.Response:
 
 @routes.post(protocol.RELEASE, name="release")
 async def release(request: web.Request) -> web.Response:
-    worker = _worker(request)
     attempt = protocol.read(await read_json(request), Release).attempt
+    worker = _worker(request)
     job = request.config_dict[SCHEDULER].leases.release(worker, request.match_info["job"], attempt)
     return reply({"state": job.state})
 

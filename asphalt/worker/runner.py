@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
-from asphalt.protocol import EndState, Finish, Lease
+from asphalt.protocol import EndState, Finish, Lease, fit_applied
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
 from asphalt.worker.outputs import OutputsError, parse_outputs
@@ -156,7 +156,7 @@ class Runner:
             limits=job.limits,
             secret_names=tuple(lease.secrets),
         )
-        entry.applied = runtime.applied(spec)
+        entry.applied = fit_applied(runtime.applied(spec))
         try:
             async with self._dirs.fresh(spec) as private:  # for its outputs file, not its cwd
                 outputs = OutputsFile.create(private)
