@@ -114,6 +114,14 @@ def _words(problem: str) -> str:
     return f"{words[:1].lower()}{words[1:]}"
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_bytes(value: Any) -> bytes:
+    """An answer (plain values, records or messages) as compact UTF-8 JSON."""
+    return _ENCODER.encode(value)
+
+
 def to_json(message: Any) -> dict[str, Any]:
     """A message as a JSON object."""
     built: dict[str, Any] = msgspec.to_builtins(message)

@@ -13,6 +13,7 @@ from aiohttp import web
 from asphalt import log
 from asphalt.errors import AsphaltError, BadRequest, TooLarge
 from asphalt.master.scheduler import Scheduler
+from asphalt.wire import json_bytes
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 _log = log.get("asphalt.http")
@@ -26,12 +27,10 @@ def wants_html(request: web.Request) -> bool:
     return html >= 0 and (json < 0 or html < json)
 
 
-def dumps(body: Any) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
 def reply(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=dumps)
+    return web.Response(
+        body=json_bytes(body), status=status, content_type="application/json", charset="utf-8"
+    )
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -61,7 +60,7 @@ async def read_json(request: web.Request) -> Any:
         value = json.loads(raw)
         # JSON may escape a lone surrogate ("\ud800"), which is no text at all: refuse it here
         # rather than fail when it is stored.
-        dumps(value).encode()
+        json.dumps(value, ensure_ascii=False).encode()
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from e
     except UnicodeEncodeError as e:
