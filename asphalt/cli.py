@@ -20,8 +20,8 @@ from asphalt import __version__, discovery, log
 from asphalt.config import MasterConfig, WorkerConfig
 from asphalt.errors import AsphaltError, Unauthorized
 from asphalt.limits import NO_LIMITS, parse_limits_flag
-from asphalt.master import addresses, auth
 from asphalt.master.app import SSL_CONTEXT, build_app, stop_accepting
+from asphalt.master.http import addresses, auth
 from asphalt.protocol import parse_join
 from asphalt.worker.agent import Agent
 from asphalt.worker.client import MasterClient, pin_of, proves_pin

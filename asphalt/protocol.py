@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from asphalt import wire
 from asphalt.errors import BadRequest
 from asphalt.limits import parse_limits
-from asphalt.model import JobInput
+from asphalt.model.records import JobInput
 from asphalt.wire import Message, Meta, field
 from asphalt.wire import to_json as to_json  # protocol users write messages with it
 
@@ -103,7 +103,7 @@ class Lease(Message, frozen=True, kw_only=True):
 
     job: str
     attempt: Attempt
-    spec: JobInput  # the job as the master keeps it (model.py), sent as it is
+    spec: JobInput  # the job as the master keeps it (model/records.py), sent as it is
     # What this attempt adds to the job's env: ASPHALT_* (which job, its needs' results).
     env: dict[str, str] = field(default_factory=dict)
     # Set in the job's environment like env; their values are masked in its output.

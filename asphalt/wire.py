@@ -38,12 +38,13 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A request body a person wrote (bodies.py): a field it does not have is refused, since a
+    """A request body a person wrote (model/bodies.py): a field it does not have is refused, since a
     typo ("acton") must not be dropped in silence."""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
-    """A record the master keeps (model.py): immutable; changed by making a new one (`replace`)."""
+    """A record the master keeps (model/records.py): immutable; changed by making a new one
+    (`replace`)."""
 
 
 def record(data: Any, kind: type[T]) -> T:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from asphalt.master import events
-from asphalt.master.lifecycle import Lifecycle
+from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.store import Store
-from asphalt.model import Job, JobInput, JobState, Outcome, Run, Task, TransitionError
+from asphalt.model.records import Job, JobInput, JobState, Outcome, Run, Task, TransitionError
 
 
 def _task() -> tuple[Task, list[Job]]:

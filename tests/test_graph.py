@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asphalt.errors import BadRequest
-from asphalt.graph import (
+from asphalt.model.graph import (
     MAX_JOBS,
     Node,
     When,

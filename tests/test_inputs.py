@@ -6,10 +6,16 @@ from typing import Any
 
 import pytest
 
-from asphalt import bodies
 from asphalt.errors import BadRequest
-from asphalt.master.inputs import TokenInput, parse_limit, parse_project, parse_task, parse_token
-from asphalt.model import Role, Scope
+from asphalt.master.core.inputs import (
+    TokenInput,
+    parse_limit,
+    parse_project,
+    parse_task,
+    parse_token,
+)
+from asphalt.model import bodies
+from asphalt.model.records import Role, Scope
 from asphalt.wire import field_names
 
 

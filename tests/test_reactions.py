@@ -3,9 +3,9 @@ and outcome that follow."""
 
 from __future__ import annotations
 
-from asphalt.graph import roles_as_graph
-from asphalt.master.reactions import advance, environment
-from asphalt.model import Job, JobInput, JobState, Outcome, Role, TaskStatus, task_status
+from asphalt.master.core.reactions import advance, environment
+from asphalt.model.graph import roles_as_graph
+from asphalt.model.records import Job, JobInput, JobState, Outcome, Role, TaskStatus, task_status
 from asphalt.wire import replace
 
 

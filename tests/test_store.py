@@ -8,7 +8,7 @@ import pytest
 
 from asphalt.errors import Conflict, StoreFull, Unavailable
 from asphalt.master.store import Store
-from asphalt.model import (
+from asphalt.model.records import (
     Job,
     JobInput,
     JobState,

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from asphalt import protocol
 from asphalt.errors import BadRequest
 from asphalt.limits import Limits
-from asphalt.model import JobInput
+from asphalt.model.records import JobInput
 from asphalt.protocol import Finish, Heartbeat, Lease, Registration, to_json
 from asphalt.worker.client import MasterClient, MasterError
 

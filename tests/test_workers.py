@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness import REG
 
-from asphalt.master.workers import KEEP_SHOWING_S, Registry
+from asphalt.master.core.workers import KEEP_SHOWING_S, Registry
 from asphalt.wire import replace
 
 DAY = 24 * 3600.0

@@ -12,11 +12,11 @@ from aiohttp import web
 
 from asphalt import tls
 from asphalt.config import MasterConfig
-from asphalt.master import addresses, admin, api, auth, worker_api
-from asphalt.master.credentials import Credentials
-from asphalt.master.http import MAX_BODY, SCHEDULER, errors
-from asphalt.master.reaper import reap_forever
-from asphalt.master.scheduler import Scheduler
+from asphalt.master.core.credentials import Credentials
+from asphalt.master.core.reaper import reap_forever
+from asphalt.master.core.scheduler import Scheduler
+from asphalt.master.http import addresses, admin, api, auth, worker_api
+from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
 from asphalt.master.store import Store
 from asphalt.web import app as pages
 

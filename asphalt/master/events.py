@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from asphalt import log
-from asphalt.model import Job, Outcome, Worker
+from asphalt.model.records import Job, Outcome, Worker
 
 _log = log.get("asphalt.events")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from asphalt.master.core.tasks import Tasks
+from asphalt.master.core.workers import Registry
 from asphalt.master.store import Store
-from asphalt.master.tasks import Tasks
-from asphalt.master.workers import Registry
-from asphalt.model import Job, JobState, Project, Run, Task, rfc3339, task_status
+from asphalt.model.records import Job, JobState, Project, Run, Task, rfc3339, task_status
 
 # A task view carries each job's output up to this much (its tail); the job's own URL has it all.
 TASK_OUTPUT_TAIL = 64 << 10

@@ -9,8 +9,8 @@ import jinja2
 from aiohttp import web
 
 from asphalt.errors import AsphaltError
-from asphalt.master import auth
-from asphalt.master.http import Handler, wants_html
+from asphalt.master.http import auth
+from asphalt.master.http.common import Handler, wants_html
 from asphalt.web import format, forms, graphdraw, guard, login
 from asphalt.web.pages import PAGES, chrome
 

@@ -10,9 +10,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from asphalt.errors import AsphaltError, BadRequest
-from asphalt.master import admin, auth
-from asphalt.master.http import SCHEDULER, read_body
-from asphalt.master.inputs import parse_project, parse_task, parse_token
+from asphalt.master.core.inputs import parse_project, parse_task, parse_token
+from asphalt.master.http import admin, auth
+from asphalt.master.http.common import SCHEDULER, read_body
 from asphalt.web import guard, pages
 
 # A form's action answers with where to go next, or with a page of its own (one that shows a

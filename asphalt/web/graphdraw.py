@@ -14,7 +14,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from asphalt.graph import ROLES, Node, When, roles_as_graph
+from asphalt.model.graph import ROLES, Node, When, roles_as_graph
 
 BOX_W = 156
 BOX_H = 40

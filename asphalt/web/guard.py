@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from asphalt.master import auth
-from asphalt.master.http import reply
+from asphalt.master.http import auth
+from asphalt.master.http.common import reply
 
 COOKIE = "asphalt_csrf"
 FIELD = "_csrf"

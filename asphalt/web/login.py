@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
-from asphalt.master import auth
-from asphalt.master.credentials import SESSION_S
-from asphalt.master.http import read_body
+from asphalt.master.core.credentials import SESSION_S
+from asphalt.master.http import auth
+from asphalt.master.http.common import read_body
 from asphalt.web import guard, pages
 
 routes = web.RouteTableDef()

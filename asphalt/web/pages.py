@@ -8,12 +8,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from asphalt.master import admin as admin_api
-from asphalt.master import auth
-from asphalt.master.http import SCHEDULER
-from asphalt.master.inputs import parse_limit, whole
-from asphalt.master.scheduler import Scheduler
-from asphalt.model import JobState, Scope
+from asphalt.master.core.inputs import parse_limit, whole
+from asphalt.master.core.scheduler import Scheduler
+from asphalt.master.http import admin as admin_api
+from asphalt.master.http import auth
+from asphalt.master.http.common import SCHEDULER
+from asphalt.model.records import JobState, Scope
 from asphalt.web import graphdraw, guard
 from asphalt.web.format import strip_ansi
 
@@ -225,7 +225,7 @@ async def tokens(
     return _page(request, "tokens.html", context, status=400 if error else 200)
 
 
-# Route names of the API (asphalt/master/api.py) whose GET a browser sees as a page.
+# Route names of the API (asphalt/master/http/api.py) whose GET a browser sees as a page.
 PAGES = {
     "projects": dashboard,
     "project": project,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import overload
 
-from asphalt.model import MASK
+from asphalt.model.records import MASK
 from asphalt.worker.runtimes.base import OutputSink
 
 

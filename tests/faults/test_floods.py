@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from harness import CONFIG, REG, Http, Proc, free_port, join_token, start_master, wait_until
 
 from asphalt.master.app import build_app
-from asphalt.master.http import BODY_TIMEOUT_S
+from asphalt.master.http.common import BODY_TIMEOUT_S
 from asphalt.master.store import Store
 from asphalt.protocol import to_json
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from asphalt.errors import Unavailable
-from asphalt.graph import roles_as_graph
 from asphalt.master.store import records
+from asphalt.model.graph import roles_as_graph
 
 if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 import msgpack
 
 from asphalt import wire
-from asphalt.model import (
+from asphalt.model.records import (
     Job,
     Project,
     Task,

@@ -12,7 +12,7 @@ from asphalt import log
 from asphalt.errors import Conflict, Unavailable
 from asphalt.master.store import migrations, records
 from asphalt.master.store.batch import Batches, open_env
-from asphalt.model import Job, Project, Task, Token, Worker
+from asphalt.model.records import Job, Project, Task, Token, Worker
 
 if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from asphalt import log
 from asphalt.config import MasterConfig
 from asphalt.master import events
-from asphalt.master.dispatch import Dispatch
-from asphalt.master.leasing import Leases
-from asphalt.master.lifecycle import Lifecycle
-from asphalt.master.membership import Membership
-from asphalt.master.signals import Signals
+from asphalt.master.core.dispatch import Dispatch
+from asphalt.master.core.leasing import Leases
+from asphalt.master.core.lifecycle import Lifecycle
+from asphalt.master.core.membership import Membership
+from asphalt.master.core.signals import Signals
+from asphalt.master.core.tasks import Tasks
+from asphalt.master.core.workers import Registry
 from asphalt.master.store import Store
-from asphalt.master.tasks import Tasks
 from asphalt.master.views import Views
-from asphalt.master.workers import Registry
-from asphalt.model import JobState
+from asphalt.model.records import JobState
 from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")

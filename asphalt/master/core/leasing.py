@@ -9,14 +9,14 @@ from collections.abc import Callable
 from asphalt import log
 from asphalt.config import MasterConfig
 from asphalt.errors import Conflict
-from asphalt.master import reactions
-from asphalt.master.dispatch import Dispatch
-from asphalt.master.lifecycle import Lifecycle
-from asphalt.master.queues import Waiter
-from asphalt.master.signals import Signals
+from asphalt.master.core import reactions
+from asphalt.master.core.dispatch import Dispatch
+from asphalt.master.core.lifecycle import Lifecycle
+from asphalt.master.core.queues import Waiter
+from asphalt.master.core.signals import Signals
+from asphalt.master.core.tasks import Tasks
 from asphalt.master.store import Store
-from asphalt.master.tasks import Tasks
-from asphalt.model import Job, JobState, Worker
+from asphalt.model.records import Job, JobState, Worker
 from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease
 from asphalt.wire import replace
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from asphalt.graph import ROLES, Node, When, outcome
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.model.graph import ROLES, Node, When, outcome
 from asphalt.wire import Meta, Record, field, replace
 
 

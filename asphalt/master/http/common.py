@@ -12,7 +12,7 @@ from aiohttp import web
 
 from asphalt import log
 from asphalt.errors import AsphaltError, BadRequest, TooLarge
-from asphalt.master.scheduler import Scheduler
+from asphalt.master.core.scheduler import Scheduler
 from asphalt.wire import json_bytes
 
 SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from asphalt import log
 from asphalt.errors import NotFound
-from asphalt.master.leasing import Leases
-from asphalt.model import JobState, Worker
+from asphalt.master.core.leasing import Leases
+from asphalt.model.records import JobState, Worker
 from asphalt.protocol import Registration
 from asphalt.wire import replace
 

@@ -1,6 +1,6 @@
 """The worker protocol's HTTP handlers: register, lease, heartbeat, output, finish.
 
-They form the `/_worker` sub-application, whose guard (asphalt.master.auth) lets only the join
+They form the `/_worker` sub-application, whose guard (asphalt.master.http.auth) lets only the join
 token register and only a worker's own credential make its other calls.
 """
 
@@ -10,11 +10,11 @@ from aiohttp import web
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
-from asphalt.master import auth
-from asphalt.master.credentials import Credentials
-from asphalt.master.http import SCHEDULER, read_body, read_json, reply
-from asphalt.master.inputs import whole
-from asphalt.model import Worker
+from asphalt.master.core.credentials import Credentials
+from asphalt.master.core.inputs import whole
+from asphalt.master.http import auth
+from asphalt.master.http.common import SCHEDULER, read_body, read_json, reply
+from asphalt.model.records import Worker
 from asphalt.protocol import Finish, Heartbeat, Registration, Release, Welcome, to_json
 
 routes = web.RouteTableDef()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from asphalt.model import Worker, new_id, rfc3339
+from asphalt.model.records import Worker, new_id, rfc3339
 from asphalt.protocol import Registration
 from asphalt.wire import replace
 

@@ -17,9 +17,9 @@ from enum import StrEnum
 from aiohttp import web
 
 from asphalt.errors import Forbidden, NotFound, Unauthorized
-from asphalt.master.credentials import JOB_PREFIX, Credentials
-from asphalt.master.http import SCHEDULER, Handler, wants_html
-from asphalt.model import JobState, Project, Scope, Token
+from asphalt.master.core.credentials import JOB_PREFIX, Credentials
+from asphalt.master.http.common import SCHEDULER, Handler, wants_html
+from asphalt.model.records import JobState, Project, Scope, Token
 
 SESSION_COOKIE = "asphalt_session"
 # Headers a proxy adds: a request carrying any came through one, so it is not "from this box".

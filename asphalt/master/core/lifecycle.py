@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 
 from asphalt.master import events
 from asphalt.master.store import Store
-from asphalt.model import Job, JobState, Task, TaskStatus, Worker, check_transition, task_status
+from asphalt.model.records import (
+    Job,
+    JobState,
+    Task,
+    TaskStatus,
+    Worker,
+    check_transition,
+    task_status,
+)
 
 
 class Lifecycle:

@@ -1,4 +1,4 @@
-"""Turns request bodies (bodies.py, read field by field) into validated inputs: the rules
+"""Turns request bodies (model/bodies.py, read field by field) into validated inputs: the rules
 between fields, the roles' shorthand, the graph checked as a whole; or a BadRequest that names
 the field and the fix."""
 
@@ -8,12 +8,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from asphalt import bodies, graph
-from asphalt.bodies import BareJobBody, JobBody, JobsBody, ProjectBody, TaskBody, TokenBody
 from asphalt.errors import BadRequest
-from asphalt.graph import When
 from asphalt.limits import parse_limits
-from asphalt.model import JobInput, Scope
+from asphalt.model import bodies, graph
+from asphalt.model.bodies import BareJobBody, JobBody, JobsBody, ProjectBody, TaskBody, TokenBody
+from asphalt.model.graph import When
+from asphalt.model.records import JobInput, Scope
 from asphalt.wire import UNSET
 
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -7,11 +7,11 @@ import re
 from aiohttp import web
 
 from asphalt.errors import BadRequest, NotFound
-from asphalt.master import auth
-from asphalt.master.http import SCHEDULER, read_json, reply
-from asphalt.master.inputs import parse_jobs, parse_limit, parse_project, parse_task, whole
-from asphalt.master.scheduler import Scheduler
-from asphalt.model import Job, Project, Run, Task
+from asphalt.master.core.inputs import parse_jobs, parse_limit, parse_project, parse_task, whole
+from asphalt.master.core.scheduler import Scheduler
+from asphalt.master.http import auth
+from asphalt.master.http.common import SCHEDULER, read_json, reply
+from asphalt.model.records import Job, Project, Run, Task
 
 routes = web.RouteTableDef()
 FOLLOW_WAIT_S = 15.0

@@ -1,14 +1,14 @@
 """The API's request bodies, declared once as Structs: what a person may send, field by field,
 with the rules each field keeps by itself (types, ranges, patterns; unknown fields refused) and
 the words that say how to fix one that breaks them (HINTS). Rules between fields, and turning a
-body into the record it describes, are master/inputs.py's."""
+body into the record it describes, are master/core/inputs.py's."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
 from asphalt import wire
-from asphalt.graph import When
+from asphalt.model.graph import When
 from asphalt.wire import UNSET, Body, Meta, UnsetType
 
 MAX_RETRIES = 100
@@ -60,7 +60,7 @@ class BareJobBody(Body, frozen=True, kw_only=True):
     container: Image | None = None
     runtime: Runtime | None = None  # docker with a container, else host
     # Names to strings, numbers or booleans; the names and the values are checked as a whole
-    # (master/inputs.py) so that an error names the variable at fault.
+    # (master/core/inputs.py) so that an error names the variable at fault.
     env: dict[str, Any] | None = None
     secrets: dict[str, Any] | None = None
     limits: dict[str, Any] | None = None  # read by limits.parse_limits, which names each limit

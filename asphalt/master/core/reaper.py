@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from asphalt import log
-from asphalt.master.scheduler import Scheduler
+from asphalt.master.core.scheduler import Scheduler
 
 _log = log.get("asphalt.reaper")
 

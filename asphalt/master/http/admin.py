@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from asphalt.master import auth
-from asphalt.master.http import SCHEDULER, read_json, reply
-from asphalt.master.inputs import parse_token
-from asphalt.model import Scope
+from asphalt.master.core.inputs import parse_token
+from asphalt.master.http import auth
+from asphalt.master.http.common import SCHEDULER, read_json, reply
+from asphalt.model.records import Scope
 
 routes = web.RouteTableDef()
 # A submit token can run host jobs on the master's own worker, as the master's user, on its box:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from asphalt import log
 from asphalt.config import MasterConfig
-from asphalt.master.lifecycle import Lifecycle
-from asphalt.master.queues import Queues
-from asphalt.master.workers import Registry
-from asphalt.model import Job, JobState, Worker
+from asphalt.master.core.lifecycle import Lifecycle
+from asphalt.master.core.queues import Queues
+from asphalt.master.core.workers import Registry
+from asphalt.model.records import Job, JobState, Worker
 
 _log = log.get("asphalt.scheduler")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from asphalt import graph
-from asphalt.model import Job, JobState
+from asphalt.model import graph
+from asphalt.model.records import Job, JobState
 from asphalt.wire import replace
 
 

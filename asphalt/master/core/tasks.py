@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from asphalt import graph, log
+from asphalt import log
 from asphalt.config import MasterConfig
 from asphalt.errors import Conflict, NotFound, Unavailable
-from asphalt.master import reactions
-from asphalt.master.dispatch import Dispatch
-from asphalt.master.inputs import JobsInput, TaskInput
-from asphalt.master.lifecycle import Lifecycle
-from asphalt.master.queues import fits
+from asphalt.master.core import reactions
+from asphalt.master.core.dispatch import Dispatch
+from asphalt.master.core.inputs import JobsInput, TaskInput
+from asphalt.master.core.lifecycle import Lifecycle
+from asphalt.master.core.queues import fits
 from asphalt.master.store import Store
-from asphalt.model import Job, JobInput, JobState, Project, Run, Task, new_id, task_status
+from asphalt.model import graph
+from asphalt.model.records import Job, JobInput, JobState, Project, Run, Task, new_id, task_status
 from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")

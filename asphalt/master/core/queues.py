@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from asphalt.model import Job, Worker
+from asphalt.model.records import Job, Worker
 
 
 def fits(job: Job, worker: Worker) -> bool:
