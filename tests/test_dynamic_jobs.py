@@ -112,7 +112,8 @@ def test_a_job_token_reaches_only_its_own_task(cluster: Cluster, tmp_path: Path)
     cycle = {"jobs": {"x": {"action": "true", "needs": ["y"]}, "y": {"action": "1", "needs": "x"}}}
     status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", cycle)
     assert status == 400 and "x -> y -> x" in answer["error"], answer
-    status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", {"jobs": {"main": {}}})
+    taken = {"jobs": {"main": {"action": "echo another"}}}
+    status, answer = job.call("POST", "/projects/dyn/tasks/mine/jobs", taken)
     assert status == 400 and answer["field"] == "jobs.main", answer  # the name is taken
     added = job.post(
         "/projects/dyn/tasks/mine/jobs", {"jobs": {"then": {"action": "true", "needs": "main"}}}
@@ -147,3 +148,41 @@ def test_jobs_added_while_another_request_is_still_sending_are_all_kept(cluster:
     jobs = http.get("/projects/p/tasks/t")["jobs"]
     assert sorted(jobs) == ["hold", "quick", "slow"], jobs
     http.post("/projects/p/tasks/t/cancel", None, expect=200)
+
+
+def test_a_rerun_job_adds_its_jobs_again_and_they_run_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Rerunning the first step of a loop that grew the task: it adds the same next step again,
+    which is no error (200, nothing added), and the steps downstream run again as new attempts.
+    A job described otherwise under a name the task has is still refused."""
+    http = cluster.master()
+    http.post("/", {"name": "dyn"})
+    script = tmp_path / "step.py"
+    script.write_text(STEP)
+    action = f"{sys.executable} {script} {tmp_path}"
+    step = {"action": action, "env": {"STEP_ACTION": action}}
+    http.post("/projects/dyn", {"id": "grow", "jobs": {"step-1": step}})
+
+    def grown(attempts: int) -> dict[str, Any] | None:
+        t: dict[str, Any] = http.get("/projects/dyn/tasks/grow")
+        jobs = t["jobs"].values()
+        done = t["status"] == "complete" and len(jobs) == 3
+        return t if done and all(j["attempt"] == attempts for j in jobs) else None
+
+    first = wait_until(lambda: grown(1), 60, "the task to grow to three steps")["jobs"]
+    http.post(f"/jobs/{first['step-1']['id']}/rerun", None)
+    again = wait_until(lambda: grown(2), 60, "the three steps to run again")
+    assert again["outcome"] == "succeeded" and list(again["jobs"]) == ["step-1", "step-2", "step-3"]
+    assert "added step-2 200" in again["jobs"]["step-1"]["output"]
+    assert again["jobs"]["step-3"]["startedAt"] >= again["jobs"]["step-2"]["endedAt"]
+
+    http.post("/projects/dyn/tasks/grow/rerun", None)  # a new run, still going while we add
+    other = {"jobs": {"step-9": {"action": "sleep 5", "needs": ["step-1"]}}}
+    http.post("/projects/dyn/tasks/grow/jobs", other)
+    http.post("/projects/dyn/tasks/grow/jobs", other, expect=200)
+    differs = {"jobs": {"step-9": {"action": "sleep 6", "needs": ["step-1"]}}}
+    status, answer = http.call("POST", "/projects/dyn/tasks/grow/jobs", differs)
+    assert status == 400 and answer["field"] == "jobs.step-9", answer
+    assert "described otherwise" in answer["error"], answer
+    http.post("/projects/dyn/tasks/grow/cancel", None, expect=200)

@@ -5,6 +5,7 @@ the field and the fix."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,15 +71,17 @@ def parse_task(body: Any) -> TaskInput:
     return TaskInput(id=given.id, jobs=jobs, secrets=secrets)
 
 
-def parse_jobs(body: Any, existing: dict[str, graph.Node]) -> JobsInput:
-    """Jobs to add to a running task: names new to it, needs among its jobs and these."""
+def parse_jobs(body: Any, existing: Mapping[str, JobInput]) -> JobsInput:
+    """Jobs to add to a running task, needs among its jobs and these. A job the run has already,
+    described the same, is left as it is (a job rerun adds its jobs again); described otherwise,
+    it is refused."""
     given = bodies.read(body, JobsBody)
     jobs, secrets = _jobs(given.jobs, roles=False, existing=existing)
     return JobsInput(jobs=jobs, secrets=secrets)
 
 
 def _jobs(
-    given: dict[str, Any], *, roles: bool, existing: dict[str, graph.Node] | None = None
+    given: dict[str, Any], *, roles: bool, existing: Mapping[str, JobInput] | None = None
 ) -> tuple[dict[str, JobInput], dict[str, dict[str, str]]]:
     """A map of job names to jobs, each in its place in the graph, checked as a whole.
 
@@ -90,8 +93,6 @@ def _jobs(
     for name in given:
         if not graph.NAME_RE.fullmatch(name):
             raise BadRequest(f"job name {name!r} must be {graph.NAME_RULE}", field=f"jobs.{name}")
-        if existing and name in existing:
-            raise BadRequest(f"the task has a job {name!r} already", field=f"jobs.{name}")
     names = list(given)
     if roles and set(names) <= set(graph.ROLES):
         names = [role for role in graph.ROLES if role in given]  # main first, as always
@@ -106,7 +107,16 @@ def _jobs(
         where = f"jobs.{name}"
         body = bodies.read(given[name], JobBody, at=where)
         jobs[name], secrets[name] = _job(body, where, shorthand.get(name, graph.Node()))
-    graph.check({n: j.node for n, j in jobs.items()}, existing=existing)
+    had = existing or {}
+    for name in [n for n in jobs if n in had]:
+        if jobs[name] != had[name]:
+            raise BadRequest(
+                f"the task has a job {name!r} already, described otherwise; give this one "
+                "another name",
+                field=f"jobs.{name}",
+            )
+        del jobs[name], secrets[name]  # the same job again: nothing to add
+    graph.check({n: j.node for n, j in jobs.items()}, existing={n: j.node for n, j in had.items()})
     return jobs, secrets
 
 

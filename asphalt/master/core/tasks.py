@@ -171,6 +171,8 @@ class Tasks:
                 "create a task)",
                 field="task",
             )
+        if not given.jobs:
+            return []
         now = self.now()
         new = self._new_jobs(project.id, task.id, task.current.number, given.jobs, now, added=True)
         every = {**jobs, **{j.name: j for j in new}}

@@ -118,10 +118,11 @@ async def add_jobs(request: web.Request) -> web.Response:
     """Add jobs to the task's current run while it goes on (a job may, with its own token)."""
     body = await read_json(request)
     scheduler, project, task = _task(request)  # after the await: the task as it is now
-    existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
-    scheduler.tasks.add_jobs(project, task, parse_jobs(body, existing))
+    existing = {name: j.spec for name, j in scheduler.tasks.run_jobs(task.current).items()}
+    added = scheduler.tasks.add_jobs(project, task, parse_jobs(body, existing))
     task = scheduler.tasks.task(project, task.id)
-    return reply(scheduler.views.task(project, task, task.current), 201)
+    # 200: every job was there already, as described (a rerun job adding its jobs again).
+    return reply(scheduler.views.task(project, task, task.current), 201 if added else 200)
 
 
 @routes.post("/projects/{project}/tasks/{task}/cancel", name="cancel_task")
