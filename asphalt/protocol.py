@@ -25,6 +25,9 @@ FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
 RELEASE = PREFIX + "/{worker}/jobs/{job}/release"  # {"attempt": N}: a stopping worker hands it back
 
 JOIN_PREFIX = "ASPHALT-1-"
+# The shape of these messages. A master refuses to register a worker that speaks another (an
+# older release), which would otherwise refuse every lease; workers before 2 do not say.
+PROTOCOL = 2
 
 INT32 = 2**31 - 1
 MAX_SLOTS = 4096
@@ -85,6 +88,17 @@ class Registration(Message, frozen=True, kw_only=True):
     slots: Annotated[int, Meta(ge=1, le=MAX_SLOTS)]
     version: str
     untyped: bool = False
+    protocol: int = 1  # PROTOCOL; absent from the workers that came before it
+
+
+def check_protocol(reg: Registration) -> None:
+    """Refuse a worker that speaks another protocol than this master: it must be upgraded."""
+    if reg.protocol != PROTOCOL:
+        raise BadRequest(
+            f"this worker (version {reg.version[:40]}) speaks protocol {reg.protocol} and this "
+            f"master speaks {PROTOCOL}: run the same release of Asphalt on both",
+            field="protocol",
+        )
 
 
 class Welcome(Message, frozen=True, kw_only=True):
@@ -156,18 +170,22 @@ INT64 = 2**63 - 1  # what msgpack, and so the store, can hold
 
 
 def fit_applied(value: dict[str, Any]) -> dict[str, Any]:
-    """What a runtime applied, cut to the size `Finish` accepts: the first keys, long lists
-    ending in a marker that says how many names were left out, long strings shortened."""
+    """What a runtime applied, made what `Finish` accepts: the first keys, long lists ending in
+    a marker that says how many names were left out, long strings shortened, and what is not a
+    plain value (a nested list or object, a number out of range) as its text."""
 
-    def fit(item: Any) -> Any:
+    def one(item: Any) -> Any:
         if isinstance(item, str):
             return item[:MAX_APPLIED_TEXT]
-        if isinstance(item, list):
-            if len(item) <= MAX_APPLIED:
-                return [fit(i) for i in item]
-            kept = MAX_APPLIED - 1
-            return [fit(i) for i in item[:kept]] + [f"... {len(item) - kept} more"]
-        return item
+        return item if _plain(item) else str(item)[:MAX_APPLIED_TEXT]  # 2**70, NaN, a list
+
+    def fit(item: Any) -> Any:
+        if not isinstance(item, list | tuple):
+            return one(item)
+        if len(item) <= MAX_APPLIED:
+            return [one(i) for i in item]
+        kept = MAX_APPLIED - 1
+        return [one(i) for i in item[:kept]] + [f"... {len(item) - kept} more"]
 
     return {key[:MAX_APPLIED]: fit(item) for key, item in list(value.items())[:MAX_APPLIED]}
 

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from asphalt.config import MasterConfig
-from asphalt.protocol import Registration
+from asphalt.protocol import PROTOCOL, Registration
 
 T = TypeVar("T")
 
@@ -174,7 +174,9 @@ def start_worker(master_port: int, log_dir: Path, *extra: str, join: str | None 
 
 
 # In-process masters: real aiohttp servers on loopback, with short timings for tests.
-REG = Registration(name="w", host="h", types=(), runtimes=("host",), slots=1, version="t")
+REG = Registration(
+    name="w", host="h", types=(), runtimes=("host",), slots=1, version="t", protocol=PROTOCOL
+)
 CONFIG = MasterConfig(host="127.0.0.1", poll_hold_s=0.3, heartbeat_s=0.2, lease_s=1.0)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from harness import REG, MasterFactory
 
 from asphalt.protocol import Finish
@@ -66,3 +69,32 @@ async def test_rerunning_a_job_keeps_its_earlier_attempt(master: MasterFactory) 
             assert await r.text() == "first\n"
         task = await m.task("p", "t")
         assert task["jobs"]["success"]["state"] == "skipped"  # main failed this time
+
+
+async def test_two_slow_requests_with_one_idempotency_key_make_one_task(
+    master: MasterFactory,
+) -> None:
+    """Both bodies are still arriving when the key would have been checked: the key is checked
+    once each body is in, so the second request answers with the task the first made."""
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    body = json.dumps({"action": "echo once"}).encode()
+    host, port = m.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /projects/p HTTP/1.1\r\nHost: {host}\r\nIdempotency-Key: k-1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    streams = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+    for _, writer in streams:
+        writer.write(head + body[:5])
+        await writer.drain()
+    await asyncio.sleep(0.2)  # both are waiting for the rest of their body now
+    answers = []
+    for reader, writer in streams:
+        writer.write(body[5:])
+        await writer.drain()
+        answers.append((await reader.readuntil(b"\r\n\r\n")).decode())
+        writer.close()
+    assert all(a.startswith("HTTP/1.1 201") for a in answers), answers
+    _, page = await m.call("GET", "/projects/p")
+    assert len(page["tasks"]) == 1, page

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from harness import REG, Master, MasterFactory
 
-from asphalt.protocol import Finish, Lease
+from asphalt.protocol import PROTOCOL, Finish, Lease
 from asphalt.wire import replace
-from asphalt.worker.client import MasterClient, Stale
+from asphalt.worker.client import MasterClient, Refused, Stale
 
 # A finish for the first attempt that says it succeeded.
 SUCCEEDED = Finish(
@@ -339,7 +339,14 @@ async def test_a_bad_finish_is_refused_and_the_lease_stands(
 
 async def test_a_bad_registration_leaves_no_worker_behind(master: MasterFactory) -> None:
     m = await master()
-    body = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "version": "1"}
+    body = {
+        "name": "w",
+        "host": "h",
+        "types": [],
+        "runtimes": ["host"],
+        "version": "1",
+        "protocol": PROTOCOL,
+    }
     for slots in (10**23, 0, "2", None):
         join = {"Authorization": f"Bearer {m.join}"}
         sent = {**body, "slots": slots}
@@ -349,6 +356,24 @@ async def test_a_bad_registration_leaves_no_worker_behind(master: MasterFactory)
     assert (await m.call("GET", "/workers?all=true"))[1]["workers"] == []
     status, answer = await m.call("GET", "/workers?all=maybe")
     assert status == 400 and answer["field"] == "all", answer
+
+
+async def test_a_worker_of_another_release_is_told_to_upgrade_and_stops(
+    master: MasterFactory,
+) -> None:
+    """A worker from before the lease carried the job's record sends no protocol: it is refused
+    at the door (400 naming `protocol`) instead of joining and refusing every lease, and the
+    worker's client takes it as a refusal a person must act on, not a call to retry."""
+    m = await master()
+    join = {"Authorization": f"Bearer {m.join}"}
+    old = {"name": "w", "host": "h", "types": [], "runtimes": ["host"], "slots": 1, "version": "0"}
+    status, answer = await m.call("POST", "/_worker/register", old, headers=join)
+    assert status == 400 and answer["field"] == "protocol", answer
+    assert f"speaks protocol 1 and this master speaks {PROTOCOL}" in answer["error"], answer
+    async with MasterClient(m.url, join=m.join) as client:
+        with pytest.raises(Refused, match="run the same release of Asphalt on both"):
+            await client.register(replace(REG, protocol=PROTOCOL + 1))
+    assert (await m.call("GET", "/workers?all=true"))[1]["workers"] == []
 
 
 async def test_a_project_name_may_not_be_another_projects_id(master: MasterFactory) -> None:

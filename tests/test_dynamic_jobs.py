@@ -178,11 +178,27 @@ def test_a_rerun_job_adds_its_jobs_again_and_they_run_again(
     assert again["jobs"]["step-3"]["startedAt"] >= again["jobs"]["step-2"]["endedAt"]
 
     http.post("/projects/dyn/tasks/grow/rerun", None)  # a new run, still going while we add
-    other = {"jobs": {"step-9": {"action": "sleep 5", "needs": ["step-1"]}}}
-    http.post("/projects/dyn/tasks/grow/jobs", other)
-    http.post("/projects/dyn/tasks/grow/jobs", other, expect=200)
+    other = {
+        "step-9": {"action": "sleep 5", "needs": ["step-1"]},
+        "step-10": {"action": "true", "needs": ["step-1", "step-9"]},
+    }
+    http.post("/projects/dyn/tasks/grow/jobs", {"jobs": other})
+    other["step-10"]["needs"] = ["step-9", "step-1"]  # the same job: needs in another order
+    http.post("/projects/dyn/tasks/grow/jobs", {"jobs": other}, expect=200)
     differs = {"jobs": {"step-9": {"action": "sleep 6", "needs": ["step-1"]}}}
     status, answer = http.call("POST", "/projects/dyn/tasks/grow/jobs", differs)
     assert status == 400 and answer["field"] == "jobs.step-9", answer
     assert "described otherwise" in answer["error"], answer
+    secret = {"jobs": {"sec": {"action": "true", "secrets": {"K": "v1"}}}}
+    http.post("/projects/dyn/tasks/grow/jobs", secret)
+    status, answer = http.call("POST", "/projects/dyn/tasks/grow/jobs", secret)
+    assert status == 400 and "with secrets is added once" in answer["error"], answer  # no oracle
+    assert "v1" not in json.dumps(answer)
     http.post("/projects/dyn/tasks/grow/cancel", None, expect=200)
+    wait_until(lambda: http.task_done("dyn", "grow"), 30, "the cancelled run to end")
+    # The same call once more after the run ended (its answer was lost, say): still nothing new.
+    http.post("/projects/dyn/tasks/grow/jobs", {"jobs": other}, expect=200)
+    status, answer = http.call(
+        "POST", "/projects/dyn/tasks/grow/jobs", {"jobs": {"new": {"action": "true"}}}
+    )
+    assert status == 409 and "has ended" in answer["error"], answer

@@ -119,6 +119,7 @@ def test_limit_is_bounded() -> None:
         ({"jobs": {"a": []}}, "jobs.a must be a JSON object"),
         ({"jobs": []}, "jobs must be an object of job names to jobs"),
         ({"action": "x", "types": ["ok", "not ok"]}, "types must be a list of type names, e.g."),
+        ({"action": "x", "ids": "t"}, "unknown field 'ids'; allowed here: action, container, "),
     ],
 )
 def test_the_error_says_how_to_fix_the_field(body: Any, says: str) -> None:
@@ -126,6 +127,13 @@ def test_the_error_says_how_to_fix_the_field(body: Any, says: str) -> None:
         parse_task(body)
     assert caught.value.message.startswith(says)
     assert "`" not in caught.value.message and "regex" not in caught.value.message
+
+
+def test_a_bare_job_lists_the_tasks_id_among_its_fields() -> None:
+    """A bare job is a whole task: the id beside it is one of the fields an error offers."""
+    with pytest.raises(BadRequest, match=r"allowed here: action, .*, id$"):
+        parse_task({"action": "x", "ids": "t"})
+    assert parse_task({"action": "x", "id": "t"}).id == "t"
 
 
 def test_every_field_a_person_sends_has_words_for_its_errors() -> None:

@@ -28,7 +28,7 @@ from harness import Proc, free_port, join_token, start_worker, wait_until
 from netns import NetnsHost, test_host
 
 from asphalt import tls
-from asphalt.protocol import parse_join
+from asphalt.protocol import PROTOCOL, parse_join
 
 # Short timings keep leases, long-polls and heartbeats quick; wide waits keep a busy box green.
 FAST = ("-lease", "5", "-heartbeat", "1", "-poll-hold", "1")
@@ -41,6 +41,7 @@ PROBE = {
     "runtimes": ["host"],
     "slots": 1,
     "version": "test",
+    "protocol": PROTOCOL,
 }
 
 

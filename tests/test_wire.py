@@ -80,6 +80,13 @@ def test_what_a_runtime_applied_is_cut_to_what_a_finish_carries() -> None:
     assert fin.applied["envAllowed"][:63] == names[:63]
     assert fin.applied["envAllowed"][63] == "... 37 more"
     assert len(fin.applied["image"]) == 200 and fin.applied["cpus"] == 0.5
+    odd = protocol.fit_applied({"big": 2**70, "nan": float("nan"), "nested": [[1]], "obj": {}})
+    assert protocol.read({**FIN, **TIMES, "applied": odd}, Finish).applied == {
+        "big": str(2**70),
+        "nan": "nan",
+        "nested": ["[1]"],
+        "obj": "{}",
+    }
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,12 @@ class JobBody(BareJobBody, frozen=True, kw_only=True):
     when: When | UnsetType = UNSET
 
 
+class BareTaskBody(BareJobBody, frozen=True, kw_only=True):
+    """A task that is one job, written as the job with the task's `id` beside it."""
+
+    id: Name | None = None
+
+
 class TaskBody(Body, frozen=True, kw_only=True):
     id: Name | None = None
     jobs: dict[str, Any]  # each job is read as a JobBody, so that an error names it

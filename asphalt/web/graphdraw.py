@@ -149,8 +149,8 @@ def layout(jobs: JobViews) -> Layout:
 
 def columns_by_depth(graph: Mapping[str, Node]) -> dict[str, int]:
     """Each job's column: 0 if it needs nothing, else one past its deepest need (the rule of
-    `asphalt.graph.depths`), found without recursion and in one pass over the needs, so a chain
-    or a mesh of a thousand jobs costs what it holds. The master refuses cycles; should one
+    `asphalt.model.graph.depths`), found without recursion and in one pass over the needs, so a
+    chain or a mesh of a thousand jobs costs what it holds. The master refuses cycles; should one
     reach a page anyway, its jobs go in column 0 rather than fail the page."""
     waiting = {name: len(node.needs) for name, node in graph.items()}
     needed_by: dict[str, list[str]] = {name: [] for name in graph}

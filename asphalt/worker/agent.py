@@ -8,7 +8,7 @@ import contextlib
 from asphalt import __version__, log
 from asphalt.config import WorkerConfig
 from asphalt.errors import Unauthorized
-from asphalt.protocol import Lease, Registration
+from asphalt.protocol import PROTOCOL, Lease, Registration
 from asphalt.worker import leftovers
 from asphalt.worker.client import MasterClient, MasterError, Refused, UnknownWorker
 from asphalt.worker.runner import Runner, RunningJob, backoff
@@ -81,6 +81,7 @@ class Agent:
             slots=self.config.slots,
             version=__version__,
             untyped=self.config.untyped,
+            protocol=PROTOCOL,
         )
         attempt = 0
         while True:

@@ -125,6 +125,8 @@ class MasterClient:
             raise UnknownWorker(str(body))
         if status == 409:
             raise Stale(str(body))
+        if status == 400 and isinstance(body, dict) and body.get("field") == "protocol":
+            raise Refused(str(body.get("error")))  # another release: upgrading is a person's job
         if status >= 400:
             raise MasterError(f"{path}: HTTP {status}: {body}")
         return status, body

@@ -15,6 +15,8 @@ from harness import Http, Proc, free_port, join_token, start_master
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from asphalt.protocol import PROTOCOL
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -54,6 +56,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             "runtimes": ["host"],
             "slots": 1,
             "version": "fuzz",
+            "protocol": PROTOCOL,
         }
         join = {"Authorization": f"Bearer {join_token(data)}"}
         status, welcome = http.call("POST", "/_worker/register", registration, headers=join)
@@ -427,6 +430,7 @@ registrations = st.fixed_dictionaries(
         "slots": field(numbers),
         "version": field(texts),
         "untyped": json_values,
+        "protocol": field(numbers),
     },
 )
 finishes = st.fixed_dictionaries(

@@ -12,7 +12,15 @@ from typing import Any
 from asphalt.errors import BadRequest
 from asphalt.limits import parse_limits
 from asphalt.model import bodies, graph
-from asphalt.model.bodies import BareJobBody, JobBody, JobsBody, ProjectBody, TaskBody, TokenBody
+from asphalt.model.bodies import (
+    BareJobBody,
+    BareTaskBody,
+    JobBody,
+    JobsBody,
+    ProjectBody,
+    TaskBody,
+    TokenBody,
+)
 from asphalt.model.graph import When
 from asphalt.model.records import JobInput, Scope
 from asphalt.wire import UNSET
@@ -62,26 +70,24 @@ def parse_task(body: Any) -> TaskInput:
                 field="jobs",
             )
         # Errors name the fields as the user sent them: "timeout", not "jobs.main.timeout".
-        bare = bodies.read({k: v for k, v in body.items() if k != "id"}, BareJobBody)
-        task = bodies.read({"id": body.get("id"), "jobs": {}}, TaskBody)
+        bare = bodies.read(body, BareTaskBody)
         job, values = _job(bare, "", graph.Node())
-        return TaskInput(id=task.id, jobs={"main": job}, secrets={"main": values})
+        return TaskInput(id=bare.id, jobs={"main": job}, secrets={"main": values})
     given = bodies.read(body, TaskBody)
     jobs, secrets = _jobs(given.jobs, roles=True)
     return TaskInput(id=given.id, jobs=jobs, secrets=secrets)
 
 
-def parse_jobs(body: Any, existing: Mapping[str, JobInput]) -> JobsInput:
-    """Jobs to add to a running task, needs among its jobs and these. A job the run has already,
-    described the same, is left as it is (a job rerun adds its jobs again); described otherwise,
-    it is refused."""
+def parse_jobs(body: Any, existing: Mapping[str, graph.Node]) -> JobsInput:
+    """Jobs to add to a running task, needs among its jobs and these (whether one the run has
+    already is the same job is for Tasks.add_jobs to say)."""
     given = bodies.read(body, JobsBody)
     jobs, secrets = _jobs(given.jobs, roles=False, existing=existing)
     return JobsInput(jobs=jobs, secrets=secrets)
 
 
 def _jobs(
-    given: dict[str, Any], *, roles: bool, existing: Mapping[str, JobInput] | None = None
+    given: dict[str, Any], *, roles: bool, existing: Mapping[str, graph.Node] | None = None
 ) -> tuple[dict[str, JobInput], dict[str, dict[str, str]]]:
     """A map of job names to jobs, each in its place in the graph, checked as a whole.
 
@@ -107,16 +113,7 @@ def _jobs(
         where = f"jobs.{name}"
         body = bodies.read(given[name], JobBody, at=where)
         jobs[name], secrets[name] = _job(body, where, shorthand.get(name, graph.Node()))
-    had = existing or {}
-    for name in [n for n in jobs if n in had]:
-        if jobs[name] != had[name]:
-            raise BadRequest(
-                f"the task has a job {name!r} already, described otherwise; give this one "
-                "another name",
-                field=f"jobs.{name}",
-            )
-        del jobs[name], secrets[name]  # the same job again: nothing to add
-    graph.check({n: j.node for n, j in jobs.items()}, existing={n: j.node for n, j in had.items()})
+    graph.check({n: j.node for n, j in jobs.items()}, existing=existing)
     return jobs, secrets
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from asphalt import log
 from asphalt.config import MasterConfig
-from asphalt.errors import Conflict, NotFound, Unavailable
+from asphalt.errors import BadRequest, Conflict, NotFound, Unavailable
 from asphalt.master.core import reactions
 from asphalt.master.core.dispatch import Dispatch
 from asphalt.master.core.inputs import JobsInput, TaskInput
@@ -165,16 +165,17 @@ class Tasks:
         self._accepting()
         task = self.task(project, task.id)  # as stored now: a caller may hold an older one
         jobs = self.run_jobs(task.current)
+        fresh = self._not_there(jobs, given)
+        if not fresh:
+            return []  # all of them there already, as described: the same call again
         if task_status(jobs.values())[0] == "complete":
             raise Conflict(
                 "the task's run has ended; jobs can be added only while it runs (rerun it, or "
                 "create a task)",
                 field="task",
             )
-        if not given.jobs:
-            return []
         now = self.now()
-        new = self._new_jobs(project.id, task.id, task.current.number, given.jobs, now, added=True)
+        new = self._new_jobs(project.id, task.id, task.current.number, fresh, now, added=True)
         every = {**jobs, **{j.name: j for j in new}}
         decided = {j.id: j for j in reactions.advance(every, reactions.starting(jobs), now)}
         new = [decided.get(j.id, j) for j in new]
@@ -185,6 +186,29 @@ class Tasks:
         _log.info("jobs_added", project=project.id, task=task.id, jobs=len(new))
         self.dispatch.enqueue_ready(new)
         return new
+
+    def _not_there(self, jobs: Mapping[str, Job], given: JobsInput) -> dict[str, JobInput]:
+        """The given jobs the run does not have. One it has, described the same (needs in any
+        order), is left as it is: a rerun job adds its jobs again. Described otherwise, or with
+        secrets (whether their values match would be an answer about them), it is refused."""
+        fresh: dict[str, JobInput] = {}
+        for name, spec in given.jobs.items():
+            there = jobs.get(name)
+            if there is None:
+                fresh[name] = spec
+            elif spec.secrets or there.spec.secrets:
+                raise BadRequest(
+                    f"the task has a job {name!r} already, and a job with secrets is added once; "
+                    "give this one another name",
+                    field=f"jobs.{name}",
+                )
+            elif not _same(there.spec, spec):
+                raise BadRequest(
+                    f"the task has a job {name!r} already, described otherwise; give this one "
+                    "another name",
+                    field=f"jobs.{name}",
+                )
+        return fresh
 
     def cancel_task(self, task: Task) -> None:
         """Cancel what is queued or running in the task's current run."""
@@ -267,3 +291,8 @@ class Tasks:
         if not any(fits(job, w) for w in live):
             return f"no live worker that fits it has the {spec.runtime} runtime"
         return "waiting for a free slot"
+
+
+def _same(a: JobInput, b: JobInput) -> bool:
+    """Whether two descriptions are of the same job; the order of needs does not matter."""
+    return replace(a, needs=tuple(sorted(a.needs))) == replace(b, needs=tuple(sorted(b.needs)))

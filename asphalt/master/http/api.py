@@ -60,12 +60,13 @@ def _idempotency(request: web.Request) -> str | None:
 
 @routes.post("/", name="create_project")
 async def create_project(request: web.Request) -> web.Response:
+    body = await read_json(request)  # first: no await between the key's check and its use
     scheduler = request.app[SCHEDULER]
     key = _idempotency(request)
     made = scheduler.store.made_by(key) if key else None
     if made is not None:
         return reply(scheduler.tasks.project(made[0]).view(), 201)
-    given = parse_project(await read_json(request))
+    given = parse_project(body)
     project = scheduler.tasks.create_project(given.name, given.id, key=key)
     return reply(project.view(), 201)
 
@@ -90,13 +91,14 @@ async def show_project(request: web.Request) -> web.Response:
 
 @routes.post("/projects/{project}", name="create_task")
 async def create_task(request: web.Request) -> web.Response:
+    body = await read_json(request)  # first: no await between the key's check and its use
     scheduler, project = _project(request)
     key = _idempotency(request)
     made = scheduler.store.made_by(key) if key else None
     if made is not None:
         task = scheduler.tasks.task(project, made[1])
     else:
-        task = scheduler.tasks.create_task(project, parse_task(await read_json(request)), key=key)
+        task = scheduler.tasks.create_task(project, parse_task(body), key=key)
     return reply(scheduler.views.task(project, task, task.current), 201)
 
 
@@ -118,7 +120,7 @@ async def add_jobs(request: web.Request) -> web.Response:
     """Add jobs to the task's current run while it goes on (a job may, with its own token)."""
     body = await read_json(request)
     scheduler, project, task = _task(request)  # after the await: the task as it is now
-    existing = {name: j.spec for name, j in scheduler.tasks.run_jobs(task.current).items()}
+    existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
     added = scheduler.tasks.add_jobs(project, task, parse_jobs(body, existing))
     task = scheduler.tasks.task(project, task.id)
     # 200: every job was there already, as described (a rerun job adding its jobs again).

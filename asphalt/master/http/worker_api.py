@@ -54,6 +54,7 @@ def _int_query(request: web.Request, name: str) -> int:
 async def register(request: web.Request) -> web.Response:
     scheduler = request.config_dict[SCHEDULER]
     reg = protocol.read(await read_json(request), Registration)
+    protocol.check_protocol(reg)
     secret, secret_hash = Credentials.worker_secret()
     embedded = request.config_dict[auth.CREDENTIALS].embedded(auth.bearer(request) or "")
     worker = scheduler.workers.register(reg, secret_hash, embedded=embedded)
