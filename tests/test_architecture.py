@@ -20,6 +20,7 @@ OWNERS = {
     "spython": "asphalt/worker/runtimes/singularity.py",
     "zeroconf": "asphalt/discovery.py",
     "cryptography": "asphalt/tls.py",
+    "prometheus_client": "asphalt/master/metrics.py",
 }
 
 

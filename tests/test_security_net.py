@@ -357,6 +357,7 @@ def test_every_user_route_answers_401_from_another_host_and_works_with_the_admin
         ("DELETE", f"/tokens/{made['id']}", None, 200),
         ("POST", f"/workers/{worker}/revoke", None, 200),
         ("POST", "/workers/join-token", None, 201),
+        ("GET", "/metrics", None, 200),
     ]
     for method, path, body, _ in routes:
         answer = master.remote(method, path, body=body)
@@ -374,6 +375,10 @@ def test_every_user_route_answers_401_from_another_host_and_works_with_the_admin
         assert answer.status == expect, (method, path, answer)
     output = master.remote("GET", f"/jobs/{job}/output", token=master.admin)
     assert output.text == "view\n"
+    # The health checks are open from the network, and say nothing but that.
+    for path, says in (("/healthz", {"status": "ok"}), ("/readyz", {"status": "ready"})):
+        answer = master.remote("GET", path)
+        assert answer.status == 200 and answer.json() == says, (path, answer)
 
 
 def test_a_page_request_from_another_host_without_a_token_gets_the_login_page(net: Net) -> None:

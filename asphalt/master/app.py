@@ -15,8 +15,9 @@ from asphalt.config import MasterConfig
 from asphalt.master.core.credentials import Credentials
 from asphalt.master.core.reaper import reap_forever
 from asphalt.master.core.scheduler import Scheduler
-from asphalt.master.http import addresses, admin, api, auth, worker_api
+from asphalt.master.http import addresses, admin, api, auth, ops, worker_api
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
+from asphalt.master.metrics import Metrics
 from asphalt.master.store import Store
 from asphalt.web import app as pages
 
@@ -42,6 +43,8 @@ def build_app(config: MasterConfig) -> web.Application:
     worker_api.build(app)
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
+    app[ops.METRICS] = Metrics(app[SCHEDULER])
+    app.add_routes(ops.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)

@@ -120,6 +120,10 @@ class Dispatch:
         now_m = self.now_m()
         return [(job_id, h) for job_id, h in self._leases.items() if h.deadline_m <= now_m]
 
+    def running_ids(self) -> list[str]:
+        """The jobs running under a lease now."""
+        return list(self._leases)
+
     def running_count(self) -> int:
         return len(self._leases)
 

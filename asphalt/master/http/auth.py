@@ -38,8 +38,11 @@ FORWARDING = (
     "Via",
 )
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-# Routes anyone may reach: the login page needs them (the rest of the page is static files).
-OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static"})
+# Routes anyone may reach: the login page needs them (the rest of the page is static files), and
+# the health checks a load balancer makes, which say nothing but "ok" or "ready".
+OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static", "healthz", "readyz"})
+# Reads about every project at once: a token limited to some projects may not make them.
+ALL_PROJECTS = frozenset({"metrics"})
 # Writes a `submit` token may make in its projects; every other write needs `admin`.
 SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"})
 JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only
@@ -288,6 +291,8 @@ def _allowed(request: web.Request) -> Caller:
     need = required(request)
     if not who.may(need):
         raise Forbidden(f"this needs a token of scope {need}; the one sent is {who.scope}")
+    if who.projects and request.match_info.route.name in ALL_PROJECTS:
+        raise Forbidden("this counts across every project; use a token not limited to projects")
     if who.projects:
         project = _project_of(request)
         named = request.match_info.get("project")

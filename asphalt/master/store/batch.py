@@ -105,6 +105,11 @@ class Batches:
         for fn in after:
             fn()  # the events' own loop keeps a subscriber's failure from reaching here
 
+    def usage(self) -> tuple[int, int]:
+        """(bytes the store's pages take up, the size of its map): what is left is free room."""
+        info = self._env.info()
+        return (int(info["last_pgno"]) + 1) * self._page, int(info["map_size"])
+
     def _current(self) -> Txn | None:
         if self._batch is not None and self._bound > self._limit:
             self.commit()  # a big batch goes now, so that its commit is sure to find room

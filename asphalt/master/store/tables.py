@@ -75,6 +75,7 @@ class Store:
         self._env = open_env(path, map_size=map_size, max_dbs=len(_DBS))
         self._db = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._batches = Batches(self._env)
+        self.closed = False
         self._write = self._batches.write
         self._reading = self._batches.reading
         self._jobs = records.Decoded(records.job, 4096)
@@ -96,6 +97,11 @@ class Store:
         self._batches.commit()
         self._env.close()
         self._lock.close()
+        self.closed = True
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes in use, the map's size): how full the store is."""
+        return self._batches.usage()
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Call `fn` once every write made so far is committed (now, if none is pending)."""
