@@ -15,13 +15,16 @@ from asphalt.config import MasterConfig
 from asphalt.master.core.credentials import Credentials
 from asphalt.master.core.reaper import reap_forever
 from asphalt.master.core.scheduler import Scheduler
-from asphalt.master.http import addresses, admin, api, auth, ops, worker_api
+from asphalt.master.hooks import Webhooks
+from asphalt.master.hooks_sender import Sender
+from asphalt.master.http import addresses, admin, api, auth, hooks_api, ops, worker_api
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
 from asphalt.master.metrics import Metrics
 from asphalt.master.store import Store
 from asphalt.web import app as pages
 
 SSL_CONTEXT = web.AppKey("ssl_context", ssl.SSLContext)
+SENDER = web.AppKey("hook_sender", Sender)
 
 
 def build_app(config: MasterConfig) -> web.Application:
@@ -45,6 +48,13 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(admin.routes)
     app[ops.METRICS] = Metrics(app[SCHEDULER])
     app.add_routes(ops.routes)
+    hooks = app[hooks_api.HOOKS] = Webhooks(store, app[SCHEDULER].views)
+    app[SENDER] = Sender(store, hooks, first_retry_s=config.hook_retry_s)
+    hooks.on_made = app[SENDER].wake
+    app[SENDER].on_try = app[ops.METRICS].delivery_tried
+    app[ops.METRICS].backlog = app[SENDER].backlog
+    app[SCHEDULER].lifecycle.outbox = hooks.outbox
+    app.add_routes(hooks_api.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
@@ -83,9 +93,11 @@ def stop_accepting(app: web.Application) -> None:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SCHEDULER]
     reaper = asyncio.create_task(reap_forever(scheduler), name="reaper")
+    sender = asyncio.create_task(app[SENDER].run(), name="hook-sender")
     yield
-    reaper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reaper
+    for task in (reaper, sender):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     scheduler.signals.notify_all()
     scheduler.store.close()

@@ -38,6 +38,12 @@ class JobUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskCreated:
+    project: str
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskCompleted:
     project: str
     task: str
@@ -57,7 +63,16 @@ class WorkerLost:
 
 
 JobEvent = JobQueued | JobStarted | JobEnded | JobUpdated
-Event = JobQueued | JobStarted | JobEnded | JobUpdated | TaskCompleted | WorkerJoined | WorkerLost
+Event = (
+    JobQueued
+    | JobStarted
+    | JobEnded
+    | JobUpdated
+    | TaskCreated
+    | TaskCompleted
+    | WorkerJoined
+    | WorkerLost
+)
 E = TypeVar("E", bound=Event)
 
 

@@ -58,7 +58,14 @@ class Metrics:
             buckets=RUN_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Live(scheduler))
+        self._deliveries = Counter(
+            "asphalt_hook_deliveries",
+            "Webhook delivery tries, by outcome: delivered, retry (to be tried again), failed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.backlog: Callable[[], int] = lambda: 0  # deliveries still to send (the sender's)
+        self.registry.register(_Live(scheduler, lambda: self.backlog()))
         self._ready_m: dict[str, float] = {}  # job id -> when it became ready (monotonic)
         scheduler.events.subscribe(events.JobQueued, self._queued)
         scheduler.events.subscribe(events.JobUpdated, self._queued)
@@ -68,6 +75,9 @@ class Metrics:
     def text(self) -> bytes:
         """Every metric in Prometheus' text format."""
         return bytes(generate_latest(self.registry))
+
+    def delivery_tried(self, outcome: str) -> None:
+        self._deliveries.labels(outcome=outcome).inc()
 
     def _queued(self, event: events.JobQueued | events.JobUpdated) -> None:
         job = event.job
@@ -90,8 +100,9 @@ class Metrics:
 class _Live:
     """The gauges, computed from the core at each scrape (a collector needs only `collect`)."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, backlog: Callable[[], int]) -> None:
         self._scheduler = scheduler
+        self._backlog = backlog
 
     def collect(self) -> Iterator[Metric]:
         scheduler = self._scheduler
@@ -120,6 +131,9 @@ class _Live:
         for state in ("live", "draining", "lost", "gone", "revoked"):
             workers.add_metric([state], states.get(state, 0))
         yield workers
+        yield GaugeMetricFamily(
+            "asphalt_hook_outbox", "Webhook deliveries waiting to be sent", value=self._backlog()
+        )
         used, size = scheduler.store.usage()
         yield GaugeMetricFamily("asphalt_store_used_bytes", "Bytes the store uses", value=used)
         yield GaugeMetricFamily(

@@ -75,9 +75,22 @@ class Views:
         }
 
     def task(
-        self, project: Project, task: Task, run: Run, *, output: bool = True
+        self,
+        project: Project,
+        task: Task,
+        run: Run,
+        *,
+        output: bool = True,
+        changed: Mapping[str, Job] | None = None,
     ) -> dict[str, Any]:
+        """The task's view; with `changed` (jobs by id, not yet stored), as it is with them."""
         jobs = self.tasks.run_jobs(run)
+        if changed:
+            jobs = {
+                name: changed.get(job_id) or jobs[name]
+                for name, job_id in run.jobs.items()
+                if job_id in changed or name in jobs
+            }
         status, outcome = task_status(jobs.values())
         started = [j.started_at for j in jobs.values() if j.started_at]
         ended = [j.ended_at for j in jobs.values() if j.ended_at]

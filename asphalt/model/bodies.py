@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from asphalt import wire
 from asphalt.model.graph import When
+from asphalt.model.hooks import HOOK_EVENTS, HookEvent
 from asphalt.wire import UNSET, Body, Meta, UnsetType
 
 MAX_RETRIES = 100
@@ -45,6 +46,9 @@ HINTS = {
     "tasks, rerun and cancel; admin may do everything)",
     "projects": 'must be a list of project names or ids, e.g. ["web"]; leave it out for every '
     "project",
+    "url": "must be an http:// or https:// URL, e.g. https://chat.example.com/hooks/ci",
+    "events": f"must be a list of events from {', '.join(HOOK_EVENTS)}",
+    "secret": "must be 16 to 256 characters; leave it out and one is made for you",
 }
 
 
@@ -92,6 +96,12 @@ class JobsBody(Body, frozen=True, kw_only=True):
     """Jobs added to a task while its run goes on."""
 
     jobs: dict[str, Any]
+
+
+class HookBody(Body, frozen=True, kw_only=True):
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s/?#]+[^\s]*\Z", max_length=2048)]
+    events: Annotated[list[HookEvent], Meta(min_length=1)]
+    secret: Annotated[str, Meta(min_length=16, max_length=256)] | None = None
 
 
 class TokenBody(Body, frozen=True, kw_only=True):

@@ -4,10 +4,11 @@ store has committed it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from asphalt.master import events
 from asphalt.master.store import Store
+from asphalt.master.store.tables import Change
 from asphalt.model.records import (
     Job,
     JobState,
@@ -18,11 +19,16 @@ from asphalt.model.records import (
     task_status,
 )
 
+# What else a change writes in its own transaction, given the events it makes: the outbox of
+# webhook deliveries (master/hooks.py), set at wiring. Core never knows who it is.
+Outbox = Callable[[Sequence[events.Event], Mapping[str, Job], Task | None], Change | None]
+
 
 class Lifecycle:
     def __init__(self, store: Store, bus: events.Events) -> None:
         self.store = store
         self.events = bus
+        self.outbox: Outbox | None = None
 
     def create(
         self,
@@ -35,9 +41,12 @@ class Lifecycle:
         """A new task and its first run's jobs."""
         for job in jobs:
             check_transition(None, job)
-        self.store.create_task(task, jobs, key=key, secrets=secrets)
-        for job in jobs:
-            self._publish(None, job)
+        happened: list[events.Event] = [events.TaskCreated(task.project, task.id)]
+        happened += [self._event(None, job) for job in jobs]
+        also = self._also(happened, jobs, task)
+        self.store.create_task(task, jobs, key=key, secrets=secrets, also=also)
+        for event in happened:
+            self.events.publish(event)
 
     def commit(
         self,
@@ -50,33 +59,58 @@ class Lifecycle:
         before = {job.id: self.store.job(job.id) for job in jobs}
         for job in jobs:
             check_transition(before[job.id], job)
-        self.store.save(jobs=jobs, task=task, secrets=secrets)
-        for job in jobs:
-            self._publish(before[job.id], job)
+        happened: list[events.Event] = [self._event(before[job.id], job) for job in jobs]
+        changed = {job.id: job for job in jobs}
         ended = {(j.project, j.task, j.run) for j in jobs if j.state.terminal}
         for project, task_id, run in sorted(ended):
-            self._completed(project, task_id, run, task)
+            completed = self._completed(project, task_id, run, task, changed)
+            if completed is not None:
+                happened.append(completed)
+        also = self._also(happened, jobs, task)
+        self.store.save(jobs=jobs, task=task, secrets=secrets, also=also)
+        for event in happened:
+            self.events.publish(event)
 
-    def _publish(self, before: Job | None, job: Job) -> None:
+    def _also(
+        self, happened: Sequence[events.Event], jobs: Sequence[Job], task: Task | None
+    ) -> Change | None:
+        if self.outbox is None:
+            return None
+        return self.outbox(happened, {job.id: job for job in jobs}, task)
+
+    @staticmethod
+    def _event(before: Job | None, job: Job) -> events.JobEvent:
         if before is not None and before.state is job.state:
-            self.events.publish(events.JobUpdated(job))
-        elif job.state is JobState.QUEUED:
-            self.events.publish(events.JobQueued(job))
-        elif job.state is JobState.RUNNING:
-            self.events.publish(events.JobStarted(job))
-        else:
-            self.events.publish(events.JobEnded(job))
+            return events.JobUpdated(job)
+        if job.state is JobState.QUEUED:
+            return events.JobQueued(job)
+        if job.state is JobState.RUNNING:
+            return events.JobStarted(job)
+        return events.JobEnded(job)
 
-    def _completed(self, project: str, task_id: str, number: int, task: Task | None) -> None:
+    def _completed(
+        self,
+        project: str,
+        task_id: str,
+        number: int,
+        task: Task | None,
+        changed: Mapping[str, Job],
+    ) -> events.TaskCompleted | None:
+        """The run's completion, if these changes complete it (decided before they are saved,
+        so that what reports it can be written with them)."""
         task = (
             task if task is not None and task.id == task_id else self.store.task(project, task_id)
         )
         run = task.run_number(number) if task else None
         if run is None:
-            return
-        status, outcome = task_status(self.store.jobs(list(run.jobs.values())))
+            return None
+        ids = list(run.jobs.values())
+        stored = {job.id: job for job in self.store.jobs(ids)}
+        jobs = [changed.get(i) or stored[i] for i in ids if i in changed or i in stored]
+        status, outcome = task_status(jobs)
         if status is TaskStatus.COMPLETE and outcome is not None:
-            self.events.publish(events.TaskCompleted(project, task_id, number, outcome))
+            return events.TaskCompleted(project, task_id, number, outcome)
+        return None
 
     def worker_joined(self, worker: Worker) -> None:
         self.store.save_worker(worker)

@@ -47,7 +47,7 @@ ALL_PROJECTS = frozenset({"metrics"})
 SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"})
 JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only
 # Reads that need `admin`: the tokens themselves.
-ADMIN_READS = frozenset({"tokens"})
+ADMIN_READS = frozenset({"tokens", "hooks", "hook", "deliveries"})
 _RANK = {Scope.READ: 0, Scope.SUBMIT: 1, Scope.ADMIN: 2}
 
 NO_TOKEN = (

@@ -22,7 +22,8 @@ VERSION_KEY = b"schema"
 
 
 class Tables:
-    """What a migration step may use: a write transaction and the store's tables by name."""
+    """A transaction and the store's tables by name: what a migration step uses, and the
+    tables kept beside the core's (hooks.py)."""
 
     def __init__(
         self, txn: Txn, dbs: dict[str, Any], put: Callable[[Txn, str, bytes, bytes], None]
@@ -39,6 +40,24 @@ class Tables:
 
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.txn.cursor(db=self._dbs[table]))
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.txn.delete(key, db=self._dbs[table])
+
+    def scan(self, table: str, prefix: bytes, *, newest: bool = False) -> Iterator[bytes]:
+        """The values whose keys start with `prefix`, in key order (or backwards)."""
+        cursor = self.txn.cursor(db=self._dbs[table])
+        if not newest:
+            found = cursor.set_range(prefix)
+            while found and cursor.key().startswith(prefix):
+                yield cursor.value()
+                found = cursor.next()
+            return
+        found = cursor.set_range(prefix + b"\xff" * 9)
+        found = cursor.prev() if found else cursor.last()
+        while found and cursor.key().startswith(prefix):
+            yield cursor.value()
+            found = cursor.prev()
 
     def empty(self, table: str) -> bool:
         return int(self.txn.stat(self._dbs[table])["entries"]) == 0

@@ -79,6 +79,11 @@ def token(raw: bytes) -> Token:
     return wire.record(_unpack(raw), Token)
 
 
+def decode(raw: bytes, kind: type[R]) -> R:
+    """Any record kept as it is declared (hooks, deliveries)."""
+    return wire.record(_unpack(raw), kind)
+
+
 class Decoded(Generic[R]):
     """Records decoded before, by key, reused while their stored bytes are the same.
 

@@ -6,7 +6,7 @@ import fcntl
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from asphalt import log
 from asphalt.errors import Conflict, Unavailable
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn
 
 _SEP = b"\x00"
+T = TypeVar("T")
+Change = Callable[[migrations.Tables], None]  # more writes for a save's transaction
 _DBS = (
     "projects",
     "names",
@@ -32,6 +34,10 @@ _DBS = (
     "secrets",  # job id -> its secrets' values, never part of the job's record or view
     "tokens",  # API tokens, the join token and browser sessions: hashes, never secrets
     "meta",  # the schema version (migrations.py)
+    "hooks",  # project, hook id -> a webhook (hooks.py)
+    "deliveries",  # hook id, time made, delivery id -> one event sent to it
+    "delivery_keys",  # delivery id -> its key in deliveries
+    "outbox",  # delivery id -> its key in deliveries, while it is still to be sent
 )
 _log = log.get("asphalt.store")
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
@@ -196,6 +202,7 @@ class Store:
         *,
         key: str | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
+        also: Change | None = None,
     ) -> None:
         def fn(txn: Txn) -> None:
             task_key = _task_key(task.project, task.id)
@@ -209,6 +216,8 @@ class Store:
             for job in jobs:
                 self._put_job(txn, job)
             self._put_secrets(txn, secrets or {})
+            if also is not None:
+                also(self._tables(txn))
 
         self._write(fn)
 
@@ -218,8 +227,10 @@ class Store:
         jobs: Sequence[Job] = (),
         task: Task | None = None,
         secrets: Mapping[str, Mapping[str, str]] | None = None,
+        also: Change | None = None,
     ) -> None:
-        """Store changed jobs (and the task they belong to, new jobs' secrets) in one go."""
+        """Store changed jobs (and the task they belong to, new jobs' secrets) in one go, with
+        what `also` writes beside them in the same transaction (the outbox)."""
 
         def fn(txn: Txn) -> None:
             if task is not None:
@@ -227,8 +238,19 @@ class Store:
             for job in jobs:
                 self._put_job(txn, job)
             self._put_secrets(txn, secrets or {})
+            if also is not None:
+                also(self._tables(txn))
 
         self._write(fn)
+
+    def change(self, fn: Callable[[migrations.Tables], T]) -> T:
+        """Write to the tables beside the core's (hooks.py), in the open batch."""
+        return self._write(lambda txn: fn(self._tables(txn)))
+
+    def look(self, fn: Callable[[migrations.Tables], T]) -> T:
+        """Read those tables (and see the open batch's writes)."""
+        with self._reading() as txn:
+            return fn(self._tables(txn))
 
     def task(self, project: str, task: str) -> Task | None:
         with self._reading() as txn:

@@ -1,0 +1,176 @@
+"""Webhooks: a project's hooks, and the outbox. Every change the core commits tells this module
+its events before it is saved (Lifecycle.outbox); the deliveries they make for the project's
+hooks are written in that same transaction, so a change is never stored without them, and the
+sender (hooks_sender.py) takes them from there."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from asphalt.errors import BadRequest, NotFound
+from asphalt.master import events
+from asphalt.master.store import Store
+from asphalt.master.store import hooks as tables
+from asphalt.master.store.migrations import Tables
+from asphalt.master.store.tables import Change
+from asphalt.master.views import Views
+from asphalt.model.hooks import Delivery, DeliveryState, Hook
+from asphalt.model.records import Job, JobState, Project, Task, new_id
+from asphalt.wire import json_bytes, replace
+
+FAILED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
+MAX_HOOKS = 20  # per project
+MAX_LISTED = 100  # deliveries listed per hook, newest first
+
+
+def event_names(event: events.Event) -> tuple[str, ...]:
+    """The hook events a domain event is, if any."""
+    match event:
+        case events.TaskCreated():
+            return ("task.created",)
+        case events.TaskCompleted():
+            return ("task.completed",)
+        case events.JobStarted():
+            return ("job.started",)
+        case events.JobEnded(job=job):
+            return ("job.ended", "job.failed") if job.state in FAILED else ("job.ended",)
+    return ()
+
+
+class Webhooks:
+    def __init__(
+        self,
+        store: Store,
+        views: Views,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.views = views
+        self.now = now
+        self.on_made: Callable[[], None] = lambda: None  # the sender, told after each commit
+        found = store.look(lambda t: tables.hooks(t))
+        self._by_project: dict[str, list[Hook]] = {}
+        for hook in found:
+            self._by_project.setdefault(hook.project, []).append(hook)
+
+    def create(
+        self, project: Project, url: str, names: Sequence[str], secret: str | None
+    ) -> tuple[Hook, str | None]:
+        """A new hook; with no secret given one is made, and returned this once."""
+        if len(self._by_project.get(project.id, ())) >= MAX_HOOKS:
+            raise BadRequest(f"a project has at most {MAX_HOOKS} hooks", field="url")
+        made = secrets.token_hex(32) if secret is None else None
+        hook = Hook(
+            id=new_id(),
+            project=project.id,
+            url=url,
+            events=tuple(dict.fromkeys(names)),
+            secret=secret or made or "",
+            created_at=self.now(),
+        )
+        self.store.change(lambda t: tables.put_hook(t, hook))
+        self._by_project.setdefault(project.id, []).append(hook)
+        return hook, made
+
+    def hooks(self, project: Project) -> list[Hook]:
+        return list(self._by_project.get(project.id, ()))
+
+    def hook(self, project: Project, hook_id: str) -> Hook:
+        for hook in self._by_project.get(project.id, ()):
+            if hook.id == hook_id:
+                return hook
+        raise NotFound(f"no hook {hook_id!r} in project {project.name!r}", field="hook")
+
+    def find(self, hook_id: str) -> Hook | None:
+        """The hook, whatever its project (the sender's look-up); None once deleted."""
+        for hooks in self._by_project.values():
+            for hook in hooks:
+                if hook.id == hook_id:
+                    return hook
+        return None
+
+    def delete(self, project: Project, hook_id: str) -> None:
+        hook = self.hook(project, hook_id)
+        self.store.change(lambda t: tables.delete_hook(t, project.id, hook.id))
+        self._by_project[project.id].remove(hook)
+
+    def deliveries(self, hook: Hook) -> list[Delivery]:
+        return self.store.look(lambda t: tables.deliveries(t, hook.id, limit=MAX_LISTED))
+
+    def redeliver(self, hook: Hook, delivery_id: str) -> Delivery:
+        """Send a delivery again now, under its own id (receivers dedupe by it)."""
+        found = self.store.look(lambda t: tables.delivery(t, delivery_id))
+        if found is None or found.hook != hook.id:
+            raise NotFound(f"no delivery {delivery_id!r} of this hook", field="delivery")
+        again = replace(found, state=DeliveryState.PENDING, next_at=self.now())
+        self.store.change(lambda t: tables.put_delivery(t, again))
+        self.store.after_commit(self.on_made)
+        return again
+
+    def outbox(
+        self, happened: Sequence[events.Event], jobs: Mapping[str, Job], task: Task | None
+    ) -> Change | None:
+        """The deliveries these events make, as writes for the transaction that stores them."""
+        made: list[Delivery] = []
+        for event in happened:
+            names = event_names(event)
+            project = _project_of(event)
+            hooks = [h for h in self._by_project.get(project, ()) if set(h.events) & set(names)]
+            if not hooks:
+                continue
+            body = self._body(event, jobs, task)
+            now = self.now()
+            for name in names:
+                for hook in (h for h in hooks if name in h.events):
+                    sent = json_bytes({"event": name, **body}).decode()
+                    made.append(
+                        Delivery(
+                            id=new_id(8),
+                            hook=hook.id,
+                            project=project,
+                            event=name,
+                            body=sent,
+                            created_at=now,
+                            next_at=now,
+                        )
+                    )
+        if not made:
+            return None
+
+        def write(t: Tables) -> None:
+            for delivery in made:
+                tables.put_delivery(t, delivery)
+            self.store.after_commit(self.on_made)  # sent only once the change is stored
+
+        return write
+
+    def _body(
+        self, event: events.Event, jobs: Mapping[str, Job], task: Task | None
+    ) -> dict[str, Any]:
+        """What a delivery carries beside its event name: the job's view, or the task's."""
+        if isinstance(event, events.JobStarted | events.JobEnded):
+            return {"job": self.views.job(event.job, output=False, jobs={})}
+        assert isinstance(event, events.TaskCreated | events.TaskCompleted)
+        record = self.store.project(event.project)
+        if task is None or task.id != event.task:
+            task = self.store.task(event.project, event.task)
+        if record is None or task is None:
+            return {"task": {"id": event.task, "project": event.project}}
+        number = event.run if isinstance(event, events.TaskCompleted) else 1
+        run = task.run_number(number) or task.current
+        view = self.views.task(record, task, run, output=False, changed=jobs)
+        return {"task": view}
+
+
+def _project_of(event: events.Event) -> str:
+    if isinstance(event, events.TaskCreated | events.TaskCompleted):
+        return event.project
+    if isinstance(
+        event, events.JobQueued | events.JobStarted | events.JobEnded | events.JobUpdated
+    ):
+        return event.job.project
+    return ""
