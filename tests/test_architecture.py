@@ -21,6 +21,7 @@ OWNERS = {
     "zeroconf": "asphalt/discovery.py",
     "cryptography": "asphalt/tls.py",
     "prometheus_client": "asphalt/master/metrics.py",
+    "cronsim": "asphalt/model/schedules.py",
 }
 
 

@@ -257,3 +257,22 @@ def test_live_output_keeps_what_follows_a_carriage_return(site: Site, page: Page
     page.goto(f"{site.base}/jobs/{task['jobs']['main']['id']}")
     expect(page.locator("#output")).to_contain_text("done", timeout=20_000)
     assert "pct 90" in page.locator("#output").inner_text()
+
+
+def test_the_project_page_lists_its_schedules_with_their_next_firing(
+    site: Site, page: Page
+) -> None:
+    site.http.post("/", {"name": "web"})
+    body = {"name": "nightly", "cron": "0 3 * * *", "timezone": "UTC", "task": {"action": "true"}}
+    made = site.http.post("/projects/web/schedules", body)
+    site.http.post("/projects/web/schedules", {**body, "name": "paused-one"})
+    site.http.post("/projects/web/schedules/paused-one/pause", None, expect=200)
+    page.goto(f"{site.base}/projects/web")
+    rows = page.locator("table.schedules tbody tr")
+    expect(rows).to_have_count(2)
+    nightly = rows.filter(has_text="nightly")
+    expect(nightly.locator("code")).to_have_text("0 3 * * *")
+    expect(nightly.locator("time")).to_have_attribute("datetime", made["nextAt"])
+    expect(nightly).to_contain_text("none yet")
+    expect(rows.filter(has_text="paused-one")).to_contain_text("paused")
+    shot(page, "project-schedules")

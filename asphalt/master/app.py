@@ -17,9 +17,19 @@ from asphalt.master.core.reaper import reap_forever
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.hooks import Webhooks
 from asphalt.master.hooks_sender import Sender
-from asphalt.master.http import addresses, admin, api, auth, hooks_api, ops, worker_api
+from asphalt.master.http import (
+    addresses,
+    admin,
+    api,
+    auth,
+    hooks_api,
+    ops,
+    schedules_api,
+    worker_api,
+)
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
 from asphalt.master.metrics import Metrics
+from asphalt.master.schedules import Schedules
 from asphalt.master.store import Store
 from asphalt.web import app as pages
 
@@ -55,6 +65,8 @@ def build_app(config: MasterConfig) -> web.Application:
     app[ops.METRICS].backlog = app[SENDER].backlog
     app[SCHEDULER].lifecycle.outbox = hooks.outbox
     app.add_routes(hooks_api.routes)
+    app[schedules_api.SCHEDULES] = Schedules(app[SCHEDULER])
+    app.add_routes(schedules_api.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
@@ -94,8 +106,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SCHEDULER]
     reaper = asyncio.create_task(reap_forever(scheduler), name="reaper")
     sender = asyncio.create_task(app[SENDER].run(), name="hook-sender")
+    firing = asyncio.create_task(app[schedules_api.SCHEDULES].run(), name="schedules")
     yield
-    for task in (reaper, sender):
+    for task in (reaper, sender, firing):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -49,6 +49,12 @@ HINTS = {
     "url": "must be an http:// or https:// URL, e.g. https://chat.example.com/hooks/ci",
     "events": f"must be a list of events from {', '.join(HOOK_EVENTS)}",
     "secret": "must be 16 to 256 characters; leave it out and one is made for you",
+    "cron": 'must be a cron line of five fields, e.g. "*/15 * * * *", or @hourly, @daily, ...',
+    "timezone": "must be an IANA time zone such as UTC or Europe/Berlin",
+    "task": 'must be a task body, e.g. {"action": "make nightly"}',
+    "overlap": "must be skip (no firing while the last one's task runs) or allow",
+    "catchup": "must be none (firings missed while the master was down are skipped) or last "
+    "(the latest of them runs)",
 }
 
 
@@ -102,6 +108,15 @@ class HookBody(Body, frozen=True, kw_only=True):
     url: Annotated[str, Meta(pattern=r"^https?://[^\s/?#]+[^\s]*\Z", max_length=2048)]
     events: Annotated[list[HookEvent], Meta(min_length=1)]
     secret: Annotated[str, Meta(min_length=16, max_length=256)] | None = None
+
+
+class ScheduleBody(Body, frozen=True, kw_only=True):
+    name: Name  # at most 64 characters (the service says so): a task id adds 14
+    cron: Annotated[str, Meta(min_length=1, max_length=200)]
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] = "UTC"
+    task: dict[str, Any]
+    overlap: Literal["skip", "allow"] = "skip"
+    catchup: Literal["none", "last"] = "none"
 
 
 class TokenBody(Body, frozen=True, kw_only=True):

@@ -13,6 +13,7 @@ from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import admin as admin_api
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER
+from asphalt.master.http.schedules_api import SCHEDULES
 from asphalt.model.records import JobState, Scope
 from asphalt.web import graphdraw, guard
 from asphalt.web.format import strip_ansi
@@ -110,6 +111,7 @@ async def project(
     tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
     views = [scheduler.views.task(project, t, t.current, output=False) for t in tasks[:limit]]
     older = f"?limit={limit}&before={tasks[limit - 1].id}" if len(tasks) > limit else None
+    schedules = request.app[SCHEDULES]
     context = {
         "project": project.view(),
         "tasks": views,
@@ -117,6 +119,7 @@ async def project(
         "paged": before is not None,
         "live": any(_in_flight(t) for t in views),
         "title": project.name,
+        "schedules": [schedules.view(s) for s in schedules.of(project)],
     }
     if error is not None:
         context |= {"error": error, "form": form or {}}

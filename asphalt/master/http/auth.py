@@ -44,7 +44,12 @@ OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static", "healthz", "
 # Reads about every project at once: a token limited to some projects may not make them.
 ALL_PROJECTS = frozenset({"metrics"})
 # Writes a `submit` token may make in its projects; every other write needs `admin`.
-SUBMIT_ROUTES = frozenset({"create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"})
+SUBMIT_ROUTES = frozenset(
+    {
+        *("create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"),
+        *("create_schedule", "pause_schedule", "resume_schedule", "delete_schedule"),
+    }
+)
 JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only
 # Reads that need `admin`: the tokens themselves.
 ADMIN_READS = frozenset({"tokens", "hooks", "hook", "deliveries"})

@@ -38,6 +38,7 @@ _DBS = (
     "deliveries",  # hook id, time made, delivery id -> one event sent to it
     "delivery_keys",  # delivery id -> its key in deliveries
     "outbox",  # delivery id -> its key in deliveries, while it is still to be sent
+    "schedules",  # project, name -> a schedule (schedules.py)
 )
 _log = log.get("asphalt.store")
 CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
