@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="master: times a job whose worker was lost runs again, apart from its retries (2)",
     )
+    flag(
+        "keep-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="master: remove completed tasks and their output after N days (0: keep them)",
+    )
     flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
     flag(
         "drain",
@@ -173,6 +180,8 @@ def parse(
         parser.error("-slots must be at least 1")
     if not 0 <= args.lost_retries <= 100:
         parser.error("-lost-retries must be from 0 to 100")
+    if not 0 <= args.keep_days <= 36500:
+        parser.error("-keep-days must be from 0 (keep) to 36500")
     if not 0 < args.port < 65536:
         parser.error("-port must be from 1 to 65535")
     for name in ("lease", "heartbeat", "poll_hold", "output_cap", "map_size"):
@@ -231,6 +240,7 @@ def parse(
         data_dir=Path(args.data),
         lease_s=args.lease,
         lost_retries=args.lost_retries,
+        keep_days=args.keep_days,
         heartbeat_s=args.heartbeat,
         poll_hold_s=args.poll_hold,
         output_cap=args.output_cap,

@@ -54,6 +54,7 @@ class MasterConfig:
     tls_key: Path | None = None
     own_worker: bool = False  # it runs a worker of its own (whose host jobs run on this box)
     lost_retries: int = 2  # times a job lost with its worker runs again, apart from its retries
+    keep_days: int = 0  # completed tasks older than this many days are removed (0: never)
     hook_retry_s: float = 5.0  # a failed webhook delivery's first wait (then doubling, jittered)
 
     @property

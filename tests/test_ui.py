@@ -276,3 +276,21 @@ def test_the_project_page_lists_its_schedules_with_their_next_firing(
     expect(nightly).to_contain_text("none yet")
     expect(rows.filter(has_text="paused-one")).to_contain_text("paused")
     shot(page, "project-schedules")
+
+
+def test_the_task_page_says_how_long_the_task_is_kept(tmp_path: Path, page: Page) -> None:
+    site = Site(tmp_path, "-keep-days", "7")
+    try:
+        site.http.post("/", {"name": "web"})
+        site.http.post("/projects/web", {"id": "done", "action": "true"})
+        site.http.post("/projects/web", {"id": "waits", "action": "true", "types": ["none"]})
+        wait_until(lambda: site.http.task_done("web", "done"), 30, "the task to complete")
+        page.goto(f"{site.base}/projects/web/tasks/done")
+        expect(page.locator(".summary .kept")).to_contain_text("kept until")
+        page.goto(f"{site.base}/projects/web/tasks/waits")
+        expect(page.locator(".summary .kept")).to_have_text("kept 7 days after it ends")
+        site.http.call("PATCH", "/projects/web", {"keep_days": 0})
+        page.goto(f"{site.base}/projects/web/tasks/done")
+        expect(page.locator(".summary .kept")).to_have_text("kept until deleted")
+    finally:
+        site.stop()

@@ -24,11 +24,13 @@ from asphalt.master.http import (
     auth,
     hooks_api,
     ops,
+    retention_api,
     schedules_api,
     worker_api,
 )
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
 from asphalt.master.metrics import Metrics
+from asphalt.master.retention import Retention
 from asphalt.master.schedules import Schedules
 from asphalt.master.store import Store
 from asphalt.web import app as pages
@@ -67,6 +69,9 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(hooks_api.routes)
     app[schedules_api.SCHEDULES] = Schedules(app[SCHEDULER])
     app.add_routes(schedules_api.routes)
+    retention = app[retention_api.RETENTION] = Retention(app[SCHEDULER], config.keep_days)
+    retention.forget += [hooks.drop_project, app[schedules_api.SCHEDULES].drop_project]
+    app.add_routes(retention_api.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)
@@ -107,8 +112,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     reaper = asyncio.create_task(reap_forever(scheduler), name="reaper")
     sender = asyncio.create_task(app[SENDER].run(), name="hook-sender")
     firing = asyncio.create_task(app[schedules_api.SCHEDULES].run(), name="schedules")
+    sweeping = asyncio.create_task(app[retention_api.RETENTION].run(), name="retention")
     yield
-    for task in (reaper, sender, firing):
+    for task in (reaper, sender, firing, sweeping):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from asphalt.errors import BadRequest, NotFound
@@ -97,6 +98,11 @@ class Webhooks:
         hook = self.hook(project, hook_id)
         self.store.change(lambda t: tables.delete_hook(t, project.id, hook.id))
         self._by_project[project.id].remove(hook)
+
+    def drop_project(self, project: Project) -> None:
+        """The project is being removed: so are its hooks (their deliveries stop)."""
+        for hook in self._by_project.pop(project.id, []):
+            self.store.change(partial(tables.delete_hook, project=project.id, hook=hook.id))
 
     def deliveries(self, hook: Hook) -> list[Delivery]:
         return self.store.look(lambda t: tables.deliveries(t, hook.id, limit=MAX_LISTED))

@@ -93,6 +93,11 @@ class Schedules:
         self.store.change(lambda t: table.delete(t, project.id, name))
         del self._all[(project.id, name)]
 
+    def drop_project(self, project: Project) -> None:
+        """The project is being removed: so are its schedules."""
+        for _, name in [k for k in self._all if k[0] == project.id]:
+            self.delete(project, name)
+
     def view(self, schedule: Schedule) -> dict[str, Any]:
         return schedule.view(self.now())
 

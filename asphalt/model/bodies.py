@@ -49,6 +49,8 @@ HINTS = {
     "url": "must be an http:// or https:// URL, e.g. https://chat.example.com/hooks/ci",
     "events": f"must be a list of events from {', '.join(HOOK_EVENTS)}",
     "secret": "must be 16 to 256 characters; leave it out and one is made for you",
+    "keep_days": "must be a whole number of days from 0 (kept until deleted) to 36500, or null "
+    "for the master's -keep-days",
     "cron": 'must be a cron line of five fields, e.g. "*/15 * * * *", or @hourly, @daily, ...',
     "timezone": "must be an IANA time zone such as UTC or Europe/Berlin",
     "task": 'must be a task body, e.g. {"action": "make nightly"}',
@@ -102,6 +104,10 @@ class JobsBody(Body, frozen=True, kw_only=True):
     """Jobs added to a task while its run goes on."""
 
     jobs: dict[str, Any]
+
+
+class ProjectSettingsBody(Body, frozen=True, kw_only=True):
+    keep_days: Annotated[int, Meta(ge=0, le=36500)] | None
 
 
 class HookBody(Body, frozen=True, kw_only=True):

@@ -110,9 +110,12 @@ class Project(Record, frozen=True, kw_only=True):
     id: str
     name: str
     created_at: float
+    keep_days: int | None = None  # its tasks' retention, over the master's -keep-days
+    deleting: bool = False  # deleted while tasks of it ran: removed once the last one is
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "createdAt": rfc3339(self.created_at)}
+        view = {"id": self.id, "name": self.name, "createdAt": rfc3339(self.created_at)}
+        return view | ({"keepDays": self.keep_days} if self.keep_days is not None else {})
 
 
 class JobInput(Record, frozen=True, kw_only=True):
@@ -282,6 +285,7 @@ class Task(Record, frozen=True, kw_only=True):
     project: str
     created_at: float
     runs: tuple[Run, ...]
+    deleting: bool = False  # deleted while it ran: cancelled, and removed once it completes
 
     @property
     def current(self) -> Run:

@@ -13,6 +13,7 @@ from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import admin as admin_api
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER
+from asphalt.master.http.retention_api import RETENTION
 from asphalt.master.http.schedules_api import SCHEDULES
 from asphalt.model.records import JobState, Scope
 from asphalt.web import graphdraw, guard
@@ -144,9 +145,15 @@ async def task(request: web.Request) -> web.Response:
     if graphdraw.is_graph(view["jobs"]):
         graph = {"svg": graphdraw.svg(drawn), "omitted": drawn.omitted}
     runs = [scheduler.views.run_summary(r) for r in reversed(task.runs)]
+    ended = [j.ended_at for j in scheduler.tasks.run_jobs(task.current).values() if j.ended_at]
+    complete = view["status"] == "complete" or run.number != task.current.number
+    retention = request.app[RETENTION]
+    kept = retention.keep_until(project, max(ended, default=None)) if complete else None
     context = {
         "project": project.view(),
         "task": view,
+        "kept_until": kept,
+        "keep_days": retention.days_for(project),
         "order": list(drawn.boxes),
         "graph": graph,
         "runs": runs,

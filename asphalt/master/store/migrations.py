@@ -26,11 +26,16 @@ class Tables:
     tables kept beside the core's (hooks.py)."""
 
     def __init__(
-        self, txn: Txn, dbs: dict[str, Any], put: Callable[[Txn, str, bytes, bytes], None]
+        self,
+        txn: Txn,
+        dbs: dict[str, Any],
+        put: Callable[[Txn, str, bytes, bytes], None],
+        delete: Callable[[Txn, str, bytes], None] | None = None,
     ):
         self.txn = txn
         self._dbs = dbs
         self._put = put
+        self._delete = delete  # counts toward the batch's size, as a put does
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.txn.get(key, db=self._dbs[table])
@@ -41,8 +46,19 @@ class Tables:
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.txn.cursor(db=self._dbs[table]))
 
+    def keys(self, table: str, prefix: bytes) -> Iterator[bytes]:
+        """The keys that start with `prefix`, in order (read lazily: list them to delete)."""
+        cursor = self.txn.cursor(db=self._dbs[table])
+        more = cursor.set_range(prefix)
+        while more and cursor.key().startswith(prefix):
+            yield bytes(cursor.key())
+            more = cursor.next()
+
     def delete(self, table: str, key: bytes) -> None:
-        self.txn.delete(key, db=self._dbs[table])
+        if self._delete is not None:
+            self._delete(self.txn, table, key)
+        else:
+            self.txn.delete(key, db=self._dbs[table])
 
     def scan(self, table: str, prefix: bytes, *, newest: bool = False) -> Iterator[bytes]:
         """The values whose keys start with `prefix`, in key order (or backwards)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from asphalt import log
 from asphalt.errors import Conflict, Unavailable
-from asphalt.master.store import migrations, records
+from asphalt.master.store import keys, migrations, records
 from asphalt.master.store.batch import Batches, open_env
 from asphalt.model.records import Job, Project, Task, Token, Worker
 
@@ -52,19 +52,6 @@ def private(*paths: Path) -> None:
             path.chmod(0o700 if path.is_dir() else 0o600)
 
 
-def _task_key(project: str, task: str) -> bytes:
-    return project.encode() + _SEP + task.encode()
-
-
-def _order_key(task: Task) -> bytes:
-    created_ns = int(task.created_at * 1e9)
-    return task.project.encode() + _SEP + struct.pack(">Q", created_ns) + task.id.encode()
-
-
-def _out_prefix(job_id: str, attempt: int) -> bytes:
-    return job_id.encode() + _SEP + struct.pack(">I", attempt)
-
-
 class Store:
     """Plain records in, plain records out; writes are grouped (see Batches)."""
 
@@ -97,7 +84,7 @@ class Store:
             _log.info("store_migrated", was=migrated, now=migrations.SCHEMA, path=str(path))
 
     def _tables(self, txn: Txn) -> migrations.Tables:
-        return migrations.Tables(txn, self._db, self._put)
+        return migrations.Tables(txn, self._db, self._put, self._delete)
 
     def close(self) -> None:
         """Close, with every write made so far on disk."""
@@ -206,13 +193,13 @@ class Store:
         also: Change | None = None,
     ) -> None:
         def fn(txn: Txn) -> None:
-            task_key = _task_key(task.project, task.id)
+            task_key = keys.task_key(task.project, task.id)
             if txn.get(task_key, db=self._db["tasks"]) is not None:
                 raise Conflict(f"task {task.id!r} exists already in this project", field="id")
             raw = records.pack(task)
             self._put(txn, "tasks", task_key, raw)
             self._tasks.keep(task_key, raw, task)
-            self._put(txn, "task_order", _order_key(task), b"")
+            self._put(txn, "task_order", keys.order_key(task), b"")
             self._remember(txn, key, task.project, task.id)
             for job in jobs:
                 self._put_job(txn, job)
@@ -235,7 +222,7 @@ class Store:
 
         def fn(txn: Txn) -> None:
             if task is not None:
-                self._put(txn, "tasks", _task_key(task.project, task.id), records.pack(task))
+                self._put(txn, "tasks", keys.task_key(task.project, task.id), records.pack(task))
             for job in jobs:
                 self._put_job(txn, job)
             self._put_secrets(txn, secrets or {})
@@ -255,7 +242,7 @@ class Store:
 
     def task(self, project: str, task: str) -> Task | None:
         with self._reading() as txn:
-            key = _task_key(project, task)
+            key = keys.task_key(project, task)
             raw = txn.get(key, db=self._db["tasks"])
             return self._tasks(key, raw) if raw else None
 
@@ -265,7 +252,7 @@ class Store:
         with self._reading() as txn:
             cursor = txn.cursor(db=self._db["task_order"])
             if before is not None:
-                found = cursor.set_range(_order_key(before))
+                found = cursor.set_range(keys.order_key(before))
                 found = cursor.prev() if found else cursor.last()
             else:
                 found = cursor.set_range(prefix + b"\xff" * 9) and cursor.prev()
@@ -310,7 +297,7 @@ class Store:
         Once an attempt's output is cut at the cap nothing more is written for it: later chunks
         are only counted (and that count is not kept, as nothing needs it once the bytes are gone).
         """
-        prefix = _out_prefix(job_id, attempt)
+        prefix = keys.output_prefix(job_id, attempt)
         with self._reading() as txn:
             meta = txn.get(prefix, db=self._db["outmeta"])
         if meta is not None:
@@ -342,12 +329,12 @@ class Store:
     def output_size(self, job_id: str, attempt: int) -> int:
         """How many bytes of the attempt's output are stored."""
         with self._reading() as txn:
-            meta = txn.get(_out_prefix(job_id, attempt), db=self._db["outmeta"])
+            meta = txn.get(keys.output_prefix(job_id, attempt), db=self._db["outmeta"])
         return int(records.unpack_value(meta)[1]) if meta else 0
 
     def output(self, job_id: str, attempt: int, start: int = 0) -> bytes:
         """The stored output of one attempt from byte `start` on."""
-        prefix = _out_prefix(job_id, attempt)
+        prefix = keys.output_prefix(job_id, attempt)
         parts: list[bytes] = []
         with self._reading() as txn:
             cursor = txn.cursor(db=self._db["output"])

@@ -1,0 +1,54 @@
+"""Removing tasks from the store: a task with every run's jobs, their attempts' output and their
+secrets; and finding a project's oldest tasks, for the keep-days sweep. LMDB reuses the pages
+that are freed."""
+
+from __future__ import annotations
+
+import struct
+
+from asphalt.master.store import keys, records
+from asphalt.master.store.migrations import Tables
+from asphalt.model.records import Project, Task
+
+
+def delete_task(tables: Tables, task: Task) -> None:
+    for run in task.runs:
+        for job_id in run.jobs.values():
+            key = job_id.encode()
+            for table in ("jobs", "active", "secrets"):
+                if tables.get(table, key) is not None:
+                    tables.delete(table, key)
+            every_attempt = key + keys.SEP
+            for table in ("output", "outmeta"):
+                for found in list(tables.keys(table, every_attempt)):
+                    tables.delete(table, found)
+    tables.delete("tasks", keys.task_key(task.project, task.id))
+    tables.delete("task_order", keys.order_key(task))
+
+
+def oldest_tasks(tables: Tables, project: str, *, created_before: float, limit: int) -> list[str]:
+    """Ids of the project's tasks made before `created_before`, oldest first."""
+    prefix = project.encode() + keys.SEP
+    found: list[str] = []
+    for key in tables.keys("task_order", prefix):
+        created_ns = struct.unpack(">Q", key[len(prefix) : len(prefix) + 8])[0]
+        if created_ns / 1e9 >= created_before or len(found) >= limit:
+            break
+        found.append(key[len(prefix) + 8 :].decode())
+    return found
+
+
+def save_project(tables: Tables, project: Project) -> None:
+    tables.put("projects", project.id.encode(), records.pack(project))
+
+
+def save_task(tables: Tables, task: Task) -> None:
+    """The task record alone (marked for deletion): no job of it changes with it."""
+    tables.put("tasks", keys.task_key(task.project, task.id), records.pack(task))
+
+
+def delete_project(tables: Tables, project: Project) -> None:
+    """The project's record and names (its tasks, hooks and schedules are gone already)."""
+    for table, key in (("projects", project.id), ("names", project.name)):
+        if tables.get(table, key.encode()) is not None:
+            tables.delete(table, key.encode())

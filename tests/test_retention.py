@@ -1,0 +1,108 @@
+"""Retention: deleting a task or a project (what runs is cancelled first, then removed), and the
+keep-days policy removing old completed tasks with their output, on a real master."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness import REG, Master, MasterFactory
+
+from asphalt.master.http.retention_api import RETENTION
+from asphalt.protocol import Finish
+from asphalt.worker.client import MasterClient
+
+DONE = {"attempt": 1, "status": 0, "reason": None, "started_at": 1.0, "ended_at": 2.0}
+
+
+async def _run_one(m: Master, client: MasterClient, worker: str, state: str = "succeeded") -> str:
+    """Lease the next job, give it some output and end it; its id."""
+    lease = await client.lease(worker)
+    assert lease is not None
+    await client.output(worker, lease.job, lease.attempt, 0, b"some output\n")
+    await client.finish(worker, lease.job, Finish(state=state, **DONE))  # type: ignore[arg-type]
+    return lease.job
+
+
+async def test_deleting_a_task_removes_it_and_its_output_and_a_running_one_goes_once_stopped(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    await m.call("POST", "/projects/p", {"id": "done", "action": "x"})
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        job = await _run_one(m, client, worker)
+        assert (await m.call("GET", f"/jobs/{job}/output"))[0] == 200
+        status, token = await m.call("POST", "/tokens", {"name": "s", "scope": "submit"})
+        submit = {"Authorization": f"Bearer {token['token']}"}
+        assert (await m.call("DELETE", "/projects/p/tasks/done", headers=submit))[0] == 403
+        assert await m.call("DELETE", "/projects/p/tasks/done") == (200, {"deleted": "done"})
+        assert (await m.call("GET", "/projects/p/tasks/done"))[0] == 404
+        assert (await m.call("GET", f"/jobs/{job}"))[0] == 404
+        assert (await m.call("GET", f"/jobs/{job}/output"))[0] == 404
+
+        await m.call("POST", "/projects/p", {"id": "busy", "action": "sleep 100"})
+        lease = await client.lease(worker)
+        assert lease is not None
+        status, answer = await m.call("DELETE", "/projects/p/tasks/busy")
+        assert status == 202 and "removed once its jobs have stopped" in answer["message"]
+        assert (await m.call("GET", "/projects/p/tasks/busy"))[0] == 200  # still stopping
+        beat = await client.heartbeat(worker, [(lease.job, lease.attempt)], 0.2)
+        assert beat.cancel == [lease.job]
+        await client.finish(worker, lease.job, Finish(state="cancelled", **DONE))
+    assert (await m.call("GET", "/projects/p/tasks/busy"))[0] == 404
+
+
+async def test_keep_days_removes_old_completed_tasks_and_a_project_may_keep_its_own(
+    master: MasterFactory,
+) -> None:
+    m = await master(keep_days=7)
+    for name in ("short", "forever"):
+        await m.call("POST", "/", {"name": name})
+        await m.call("POST", f"/projects/{name}", {"id": "old", "action": "x"})
+    status, changed = await m.call("PATCH", "/projects/forever", {"keep_days": 0})
+    assert status == 200 and changed["keepDays"] == 0, changed
+    status, answer = await m.call("PATCH", "/projects/forever", {"keep_days": -1})
+    assert status == 400 and answer["field"] == "keep_days", answer
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        await _run_one(m, client, worker)
+        await _run_one(m, client, worker)
+    await m.call("POST", "/projects/short", {"id": "queued", "action": "x"})  # never ends
+    retention = m.server.app[RETENTION]
+    assert retention.sweep() == 0  # nothing is a week old yet
+    real = retention.now
+    retention.now = lambda: real() + 8 * 86400
+    assert retention.sweep() == 1
+    assert (await m.call("GET", "/projects/short/tasks/old"))[0] == 404
+    assert (await m.call("GET", "/projects/short/tasks/queued"))[0] == 200  # not completed
+    assert (await m.call("GET", "/projects/forever/tasks/old"))[0] == 200  # keep_days 0
+
+
+async def test_deleting_a_project_removes_its_tasks_hooks_and_schedules_and_frees_its_name(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "gone"})
+    await m.call("POST", "/projects/gone", {"id": "t1", "action": "x"})
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["task.completed"]}
+    assert (await m.call("POST", "/projects/gone/hooks", hook))[0] == 201
+    schedule = {"name": "n", "cron": "@daily", "task": {"action": "x"}}
+    assert (await m.call("POST", "/projects/gone/schedules", schedule))[0] == 201
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        lease = await client.lease(worker)
+        assert lease is not None
+        status, answer = await m.call("DELETE", "/projects/gone")
+        assert status == 202 and "1 of its tasks" in answer["message"], answer
+        await client.finish(worker, lease.job, Finish(state="cancelled", **DONE))
+    for _ in range(50):
+        if (await m.call("GET", "/projects/gone"))[0] == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await m.call("GET", "/projects/gone"))[0] == 404
+    assert [p["name"] for p in (await m.call("GET", "/"))[1]["projects"]] == []
+    status, again = await m.call("POST", "/", {"name": "gone"})
+    assert status == 201, again
+    assert (await m.call("GET", "/projects/gone/hooks"))[1]["hooks"] == []
+    assert (await m.call("GET", "/projects/gone/schedules"))[1]["schedules"] == []
