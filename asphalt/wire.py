@@ -5,7 +5,7 @@ are written."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -121,6 +121,13 @@ _ENCODER = msgspec.json.Encoder()
 def json_bytes(value: Any) -> bytes:
     """An answer (plain values, records or messages) as compact UTF-8 JSON."""
     return _ENCODER.encode(value)
+
+
+def json_schemas(kinds: Sequence[Any], ref: str) -> tuple[list[Any], dict[str, Any]]:
+    """JSON Schemas of these types, as declared (the same Structs that read requests), with the
+    Structs they use as components to be referred to by `ref` ("#/components/schemas/{name}")."""
+    schemas, components = msgspec.json.schema_components(kinds, ref_template=ref)
+    return list(schemas), dict(components)
 
 
 def to_json(message: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from asphalt.master.http import (
     api,
     auth,
     hooks_api,
+    openapi,
     ops,
     retention_api,
     schedules_api,
@@ -72,6 +73,7 @@ def build_app(config: MasterConfig) -> web.Application:
     retention = app[retention_api.RETENTION] = Retention(app[SCHEDULER], config.keep_days)
     retention.forget += [hooks.drop_project, app[schedules_api.SCHEDULES].drop_project]
     app.add_routes(retention_api.routes)
+    app.add_routes(openapi.routes)
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)

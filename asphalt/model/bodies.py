@@ -131,6 +131,13 @@ class TokenBody(Body, frozen=True, kw_only=True):
     projects: list[Name] = []
 
 
+class ErrorAnswer(Body, frozen=True, kw_only=True):
+    """Every 4xx answer: what is wrong and how to fix it, and the field at fault if one is."""
+
+    error: str
+    field: str | None = None
+
+
 def read(data: Any, kind: type[B], at: str = "") -> B:
     """A body (or the part of one at `at`, such as "jobs.build") from parsed JSON, or a 400 that
     names the field."""
