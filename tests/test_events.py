@@ -11,6 +11,7 @@ from asphalt.master import events
 from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.store import Store
 from asphalt.model.records import Job, JobInput, JobState, Outcome, Run, Task, TransitionError
+from asphalt.wire import replace
 
 
 def _task() -> tuple[Task, list[Job]]:
@@ -63,4 +64,9 @@ async def test_events_come_after_the_commit_and_a_bad_subscriber_stops_nothing(
     await store.flushed()
     assert store.job("j1").state is JobState.SUCCEEDED  # type: ignore[union-attr]
     assert len(seen) == 4
+    ended = store.job("j1")
+    assert ended is not None
+    door.commit([replace(ended, reason="its worker later reported failed")])  # a late result
+    await store.flushed()
+    assert len(seen) == 4  # an update after the end completes nothing again
     store.close()

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from harness import REG, Cluster, MasterFactory, wait_until
 
+from asphalt.master.http.common import SCHEDULER
 from asphalt.protocol import Finish
 from asphalt.worker.client import MasterClient
 
@@ -89,6 +90,10 @@ async def test_a_receiver_that_refuses_twice_gets_the_third_try_signed(
                 break
             await asyncio.sleep(0.1)
         assert len(seen) == 4 and seen[3][0]["Asphalt-Delivery"] == delivery["id"]
+        assert (await m.call("DELETE", f"/projects/p/hooks/{made['id']}"))[0] == 200
+        store = m.server.app[SCHEDULER].store
+        for table in ("deliveries", "delivery_keys", "outbox"):
+            assert store.look(lambda t, table=table: list(t.keys(table, b""))) == []
 
 
 async def test_hooks_are_checked_kept_for_admins_and_never_show_their_secret(

@@ -95,6 +95,8 @@ async def test_deleting_a_project_removes_its_tasks_hooks_and_schedules_and_free
         assert lease is not None
         status, answer = await m.call("DELETE", "/projects/gone")
         assert status == 202 and "1 of its tasks" in answer["message"], answer
+        status, refused = await m.call("POST", "/projects/gone", {"action": "x"})
+        assert status == 409 and "being deleted" in refused["error"], refused
         await client.finish(worker, lease.job, Finish(state="cancelled", **DONE))
     for _ in range(50):
         if (await m.call("GET", "/projects/gone"))[0] == 404:

@@ -135,6 +135,7 @@ async def test_schedules_are_checked_listed_paused_and_deleted_over_the_api(
     for change, field in (
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * *"}, "cron"),
+        ({"cron": "* * * * * *"}, "cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"task": {"acton": "x"}}, "task.jobs"),
         ({"task": {"jobs": {"main": {}}}}, "task.jobs.main.action"),

@@ -53,7 +53,8 @@ def build_app(config: MasterConfig) -> web.Application:
         tls=fingerprint is not None,
     )
     app[admin.WORKER_COMMAND] = addresses.worker_command(config)
-    app[SCHEDULER] = Scheduler(store, config)
+    # Recovery comes after the wiring below: the jobs it ends must reach the outbox and metrics.
+    app[SCHEDULER] = Scheduler(store, config, recover=False)
     app[SCHEDULER].leases.job_token = app[auth.CREDENTIALS].job_token
     auth.protect(app, "user")  # before the pages' middleware, which serves pages itself
     worker_api.build(app)
@@ -63,7 +64,7 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(ops.routes)
     hooks = app[hooks_api.HOOKS] = Webhooks(store, app[SCHEDULER].views)
     app[SENDER] = Sender(store, hooks, first_retry_s=config.hook_retry_s)
-    hooks.on_made = app[SENDER].wake
+    hooks.on_made = app[SENDER].add
     app[SENDER].on_try = app[ops.METRICS].delivery_tried
     app[ops.METRICS].backlog = app[SENDER].backlog
     app[SCHEDULER].lifecycle.outbox = hooks.outbox
@@ -72,8 +73,10 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(schedules_api.routes)
     retention = app[retention_api.RETENTION] = Retention(app[SCHEDULER], config.keep_days)
     retention.forget += [hooks.drop_project, app[schedules_api.SCHEDULES].drop_project]
+    retention.also_sweep.append(hooks.prune)
     app.add_routes(retention_api.routes)
     app.add_routes(openapi.routes)
+    app[SCHEDULER].recover()
     pages.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_closing)

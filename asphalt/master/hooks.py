@@ -25,6 +25,7 @@ from asphalt.wire import json_bytes, replace
 FAILED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
 MAX_HOOKS = 20  # per project
 MAX_LISTED = 100  # deliveries listed per hook, newest first
+KEPT = 1000  # deliveries kept per hook, newest first (pending ones are kept however many)
 
 
 def event_names(event: events.Event) -> tuple[str, ...]:
@@ -52,7 +53,8 @@ class Webhooks:
         self.store = store
         self.views = views
         self.now = now
-        self.on_made: Callable[[], None] = lambda: None  # the sender, told after each commit
+        # The sender, handed the new deliveries once they are committed.
+        self.on_made: Callable[[list[Delivery]], None] = lambda made: None
         found = store.look(lambda t: tables.hooks(t))
         self._by_project: dict[str, list[Hook]] = {}
         for hook in found:
@@ -96,13 +98,22 @@ class Webhooks:
 
     def delete(self, project: Project, hook_id: str) -> None:
         hook = self.hook(project, hook_id)
-        self.store.change(lambda t: tables.delete_hook(t, project.id, hook.id))
         self._by_project[project.id].remove(hook)
+        self.store.change(lambda t: _drop(t, hook))
 
     def drop_project(self, project: Project) -> None:
         """The project is being removed: so are its hooks (their deliveries stop)."""
         for hook in self._by_project.pop(project.id, []):
-            self.store.change(partial(tables.delete_hook, project=project.id, hook=hook.id))
+            self.store.change(partial(_drop, hook=hook))
+
+    def prune(self) -> int:
+        """Keep each hook's newest KEPT deliveries (and every pending one); how many went."""
+        removed = 0
+        for hooks in list(self._by_project.values()):
+            for hook in hooks:
+                prune = partial(tables.delete_deliveries, hook=hook.id, keep=KEPT)
+                removed += self.store.change(prune)
+        return removed
 
     def deliveries(self, hook: Hook) -> list[Delivery]:
         return self.store.look(lambda t: tables.deliveries(t, hook.id, limit=MAX_LISTED))
@@ -112,9 +123,10 @@ class Webhooks:
         found = self.store.look(lambda t: tables.delivery(t, delivery_id))
         if found is None or found.hook != hook.id:
             raise NotFound(f"no delivery {delivery_id!r} of this hook", field="delivery")
-        again = replace(found, state=DeliveryState.PENDING, next_at=self.now())
+        now = self.now()
+        again = replace(found, state=DeliveryState.PENDING, next_at=now, retry_from=now)
         self.store.change(lambda t: tables.put_delivery(t, again))
-        self.store.after_commit(self.on_made)
+        self.store.after_commit(lambda: self.on_made([again]))
         return again
 
     def outbox(
@@ -150,7 +162,7 @@ class Webhooks:
         def write(t: Tables) -> None:
             for delivery in made:
                 tables.put_delivery(t, delivery)
-            self.store.after_commit(self.on_made)  # sent only once the change is stored
+            self.store.after_commit(lambda: self.on_made(made))  # sent once the change is stored
 
         return write
 
@@ -180,3 +192,9 @@ def _project_of(event: events.Event) -> str:
     ):
         return event.job.project
     return ""
+
+
+def _drop(t: Tables, hook: Hook) -> None:
+    """A hook and every delivery of it (what was still to be sent is not sent)."""
+    tables.delete_deliveries(t, hook.id)
+    tables.delete_hook(t, hook.project, hook.id)

@@ -56,8 +56,11 @@ class Sender:
         self._slots = asyncio.Semaphore(SENDING)
         self._tries: set[asyncio.Task[None]] = set()
 
-    def wake(self) -> None:
-        """New deliveries are committed: look at the outbox again."""
+    def add(self, deliveries: list[Delivery]) -> None:
+        """Deliveries just committed (new, or sent again): queue them for their time."""
+        for delivery in deliveries:
+            self._queued.add(delivery.id)
+            heapq.heappush(self._due, (delivery.next_at, delivery.id))
         self._wake.set()
 
     def backlog(self) -> int:
@@ -67,11 +70,11 @@ class Sender:
     async def run(self) -> None:
         """Send until cancelled; the tries in flight are cancelled with it."""
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        self._load()  # what an earlier run of the master left to send
         async with aiohttp.ClientSession(timeout=timeout) as session:
             try:
                 while True:
                     self._wake.clear()
-                    self._load()
                     await self._send_due(session)
                     wait = self._due[0][0] - self.now() if self._due else 60.0
                     with contextlib.suppress(TimeoutError):
@@ -100,6 +103,9 @@ class Sender:
         try:
             delivery = self.store.look(lambda t: tables.delivery(t, delivery_id))
             if delivery is None or delivery.state is not DeliveryState.PENDING:
+                return
+            if delivery.next_at > self.now() + 1.0:  # an older entry: a later one is queued
+                again = True
                 return
             hook = self.hooks.find(delivery.hook)
             if hook is None:
@@ -142,7 +148,7 @@ class Sender:
             _log.debug("delivered", delivery=delivery.id, status=status)
             return replace(tried, state=DeliveryState.DELIVERED)
         next_at = now + retry_delay(tried.tries, random.random(), self.first_retry_s)
-        if next_at > delivery.created_at + GIVE_UP_S:
+        if next_at > (delivery.retry_from or delivery.created_at) + GIVE_UP_S:
             _log.warning("delivery_given_up", delivery=delivery.id, tries=tried.tries)
             return replace(tried, state=DeliveryState.FAILED)
         _log.info("delivery_retry", delivery=delivery.id, status=status, tries=tried.tries)

@@ -20,6 +20,7 @@ _log = log.get("asphalt.retention")
 DAY_S = 86400.0
 SWEEP_S = 60.0
 SWEEP_MOST = 500  # tasks removed per project in one sweep; the next sweep takes the rest
+SWEEP_LOOK = 5000  # of its oldest tasks looked at (some may still run, or be rerun lately)
 
 
 class Retention:
@@ -32,6 +33,7 @@ class Retention:
         self.now = now
         # Told of a project removed, to forget what they hold of it (hooks, schedules).
         self.forget: list[Callable[[Project], None]] = []
+        self.also_sweep: list[Callable[[], int]] = []  # more to prune each sweep (deliveries)
         scheduler.events.subscribe(events.TaskCompleted, self._completed)
 
     def _complete(self, task: Task) -> bool:
@@ -84,10 +86,13 @@ class Retention:
                 continue
             cutoff = now - days * DAY_S
             oldest = partial(
-                table.oldest_tasks, project=project.id, created_before=cutoff, limit=SWEEP_MOST
+                table.oldest_tasks, project=project.id, created_before=cutoff, limit=SWEEP_LOOK
             )
             ids = self.store.look(oldest)
+            gone = removed
             for task_id in ids:
+                if removed - gone >= SWEEP_MOST:
+                    break
                 task = self.store.task(project.id, task_id)
                 if task is None or not self._complete(task):
                     continue
@@ -97,6 +102,8 @@ class Retention:
                     removed += 1
         if removed:
             _log.info("tasks_expired", removed=removed)
+        for more in self.also_sweep:
+            more()
         return removed
 
     def days_for(self, project: Project) -> int:
@@ -114,7 +121,7 @@ class Retention:
 
     def _completed(self, event: events.TaskCompleted) -> None:
         task = self.store.task(event.project, event.task)
-        if task is None or not task.deleting:
+        if task is None or not task.deleting or event.run != task.current.number:
             return
         self.store.change(lambda t: table.delete_task(t, task))
         _log.info("task_deleted", project=event.project, task=event.task)

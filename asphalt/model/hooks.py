@@ -62,6 +62,7 @@ class Delivery(Record, frozen=True, kw_only=True):
     last_status: int | None = None
     last_answer: str | None = None  # the start of the receiver's answer, or why there was none
     last_at: float | None = None
+    retry_from: float | None = None  # a redelivery's start: its day of retries counts from it
 
     def view(self) -> dict[str, Any]:
         return {

@@ -102,8 +102,11 @@ def check(cron: str, timezone: str) -> None:
             f"timezone {timezone[:64]!r} is no IANA time zone; e.g. UTC or Europe/Berlin",
             field="timezone",
         ) from None
+    line = NAMED.get(cron.strip(), cron)
     try:
-        CronSim(NAMED.get(cron.strip(), cron), datetime.now(zone))
+        if len(line.split()) != 5:  # cronsim also takes a sixth field, for seconds
+            raise CronSimError("Wrong number of fields")
+        CronSim(line, datetime.now(zone))
     except CronSimError as e:
         raise BadRequest(
             f"cron {cron[:100]!r} is not a cron line ({e}); give five fields, minute hour "

@@ -145,7 +145,7 @@ async def task(request: web.Request) -> web.Response:
     if graphdraw.is_graph(view["jobs"]):
         graph = {"svg": graphdraw.svg(drawn), "omitted": drawn.omitted}
     runs = [scheduler.views.run_summary(r) for r in reversed(task.runs)]
-    ended = [j.ended_at for j in scheduler.tasks.run_jobs(task.current).values() if j.ended_at]
+    ended = [j.ended_at for j in scheduler.tasks.run_jobs(run).values() if j.ended_at]
     complete = view["status"] == "complete" or run.number != task.current.number
     retention = request.app[RETENTION]
     kept = retention.keep_until(project, max(ended, default=None)) if complete else None

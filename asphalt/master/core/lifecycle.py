@@ -61,7 +61,13 @@ class Lifecycle:
             check_transition(before[job.id], job)
         happened: list[events.Event] = [self._event(before[job.id], job) for job in jobs]
         changed = {job.id: job for job in jobs}
-        ended = {(j.project, j.task, j.run) for j in jobs if j.state.terminal}
+        # Only a job that ends now can complete its run: one updated after it ended (a late
+        # result) must not tell of the completion again.
+        ended = {
+            (j.project, j.task, j.run)
+            for j in jobs
+            if j.state.terminal and not ((b := before[j.id]) is not None and b.state.terminal)
+        }
         for project, task_id, run in sorted(ended):
             completed = self._completed(project, task_id, run, task, changed)
             if completed is not None:

@@ -37,6 +37,7 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        recover: bool = True,
     ) -> None:
         self.store = store
         self.config = config
@@ -53,7 +54,8 @@ class Scheduler:
         self.workers = Membership(self.leases)
         self.views = Views(store, self.tasks, self.registry)  # the one read model
         self._wake_on_events()
-        self._recover()
+        if recover:  # else the one who wires more onto the core calls recover() after it
+            self.recover()
 
     @property
     def closing(self) -> bool:
@@ -76,7 +78,7 @@ class Scheduler:
             events.WorkerLost, lambda e: self.signals.notify(f"worker:{e.worker.id}")
         )
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
         """Rebuild queues and leases from the store after a start or a crash."""
         grace = self.now_m() + self.config.lease_s
         active = sorted(self.store.active_jobs(), key=lambda j: j.created_at)

@@ -80,6 +80,11 @@ class Tasks:
         self, project: Project, task_input: TaskInput, *, key: str | None = None
     ) -> Task:
         self._accepting()
+        if project.deleting:
+            raise Conflict(
+                f"project {project.name!r} is being deleted; it takes no new tasks",
+                field="project",
+            )
         now = self.now()
         task_id = task_input.id or new_id()
         jobs = self._new_jobs(project.id, task_id, 1, task_input.jobs, now)

@@ -74,3 +74,21 @@ def outbox(tables: Tables) -> list[Delivery]:
         if raw is not None:
             found.append(records.decode(raw, Delivery))
     return found
+
+
+def delete_deliveries(tables: Tables, hook: str, *, keep: int = 0) -> int:
+    """Remove a hook's deliveries but its newest `keep` (none pending is removed while the hook
+    is kept); how many were removed."""
+    prefix = hook.encode() + _SEP
+    found = list(tables.keys("deliveries", prefix))
+    removed = 0
+    for key in found[: max(0, len(found) - keep)]:
+        delivery_id = key[len(prefix) + 8 :]
+        if keep and tables.get("outbox", delivery_id) is not None:
+            continue
+        for table, row in (("deliveries", key), ("delivery_keys", delivery_id)):
+            tables.delete(table, row)
+        if tables.get("outbox", delivery_id) is not None:
+            tables.delete("outbox", delivery_id)
+        removed += 1
+    return removed
