@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import struct
 
-from asphalt.master.store import records
+from asphalt.master.store import keys, records
 from asphalt.master.store.migrations import Tables
 from asphalt.model.hooks import Delivery, DeliveryState, Hook
 
-_SEP = b"\x00"
-
 
 def _hook_key(project: str, hook: str) -> bytes:
-    return project.encode() + _SEP + hook.encode()
+    return project.encode() + keys.SEP + hook.encode()
 
 
 def _delivery_key(delivery: Delivery) -> bytes:
     made_ns = struct.pack(">Q", int(delivery.created_at * 1e9))
-    return delivery.hook.encode() + _SEP + made_ns + delivery.id.encode()
+    return delivery.hook.encode() + keys.SEP + made_ns + delivery.id.encode()
 
 
 def put_hook(tables: Tables, hook: Hook) -> None:
@@ -34,7 +32,7 @@ def hooks(tables: Tables, project: str | None = None) -> list[Hook]:
     """A project's hooks (every project's, without one), oldest first."""
     if project is None:
         return [records.decode(raw, Hook) for _, raw in tables.items("hooks")]
-    prefix = project.encode() + _SEP
+    prefix = project.encode() + keys.SEP
     found = [records.decode(raw, Hook) for raw in tables.scan("hooks", prefix)]
     return sorted(found, key=lambda h: h.created_at)
 
@@ -59,7 +57,7 @@ def delivery(tables: Tables, delivery_id: str) -> Delivery | None:
 def deliveries(tables: Tables, hook: str, *, limit: int) -> list[Delivery]:
     """A hook's deliveries, newest first."""
     found: list[Delivery] = []
-    for raw in tables.scan("deliveries", hook.encode() + _SEP, newest=True):
+    for raw in tables.scan("deliveries", hook.encode() + keys.SEP, newest=True):
         found.append(records.decode(raw, Delivery))
         if len(found) >= limit:
             break
@@ -79,7 +77,7 @@ def outbox(tables: Tables) -> list[Delivery]:
 def delete_deliveries(tables: Tables, hook: str, *, keep: int = 0) -> int:
     """Remove a hook's deliveries but its newest `keep` (none pending is removed while the hook
     is kept); how many were removed."""
-    prefix = hook.encode() + _SEP
+    prefix = hook.encode() + keys.SEP
     found = list(tables.keys("deliveries", prefix))
     removed = 0
     for key in found[: max(0, len(found) - keep)]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from asphalt.master.store import records
+from asphalt.master.store import keys, records
 from asphalt.master.store.migrations import Tables
 from asphalt.model.schedules import Schedule
 
-_SEP = b"\x00"
-
 
 def _key(project: str, name: str) -> bytes:
-    return project.encode() + _SEP + name.encode()
+    return project.encode() + keys.SEP + name.encode()
 
 
 def put(tables: Tables, schedule: Schedule) -> None:
