@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import struct
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from asphalt import wire
@@ -20,14 +22,23 @@ REGISTER = f"{PREFIX}/register"
 LEASE = PREFIX + "/{worker}/lease"
 HEARTBEAT = PREFIX + "/{worker}/heartbeat"
 DEREGISTER = PREFIX + "/{worker}/deregister"
-OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, raw body
+OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, frames (FRAMES)
 FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
 RELEASE = PREFIX + "/{worker}/jobs/{job}/release"  # {"attempt": N}: a stopping worker hands it back
 
 JOIN_PREFIX = "ASPHALT-1-"
 # The shape of these messages. A master refuses to register a worker that speaks another (an
 # older release), which would otherwise refuse every lease; workers before 2 do not say.
-PROTOCOL = 2
+# 3: output is sent as frames that say which stream each piece came from.
+PROTOCOL = 3
+
+# An output upload of this type is frames: a stream (STDOUT or STDERR, one byte), a length (four
+# bytes, big-endian) and that many bytes, again and again. Any other body is stdout, whole.
+FRAMES = "application/x-asphalt-frames"
+STDOUT, STDERR = 1, 2
+STREAMS = {"stdout": STDOUT, "stderr": STDERR}
+Frame = tuple[int, bytes]  # a piece of output and the stream it came from
+_FRAME = struct.Struct(">BI")
 
 INT32 = 2**31 - 1
 MAX_SLOTS = 4096
@@ -246,3 +257,29 @@ def _outputs(value: dict[str, str]) -> dict[str, str]:
     if total > MAX_OUTPUTS:
         raise BadRequest(f"outputs are over {MAX_OUTPUTS >> 20} MiB in total", field="outputs")
     return value
+
+
+def pack_frames(frames: Iterable[Frame]) -> bytes:
+    """Output pieces and their streams as the body of an upload of type FRAMES."""
+    return b"".join(_FRAME.pack(stream, len(data)) + data for stream, data in frames)
+
+
+def unpack_frames(body: bytes) -> list[Frame]:
+    """The pieces of an upload of type FRAMES, checked."""
+    frames: list[Frame] = []
+    at = 0
+    view = memoryview(body)
+    while at < len(body):
+        start = at
+        if len(body) - at < _FRAME.size:
+            raise BadRequest(f"the output frame at byte {start} is cut short", field="body")
+        stream, size = _FRAME.unpack_from(body, at)
+        at += _FRAME.size + size
+        if stream not in (STDOUT, STDERR):
+            raise BadRequest(
+                f"the output frame at byte {start} names stream {stream}; use 1 or 2", field="body"
+            )
+        if at > len(body):
+            raise BadRequest(f"the output frame at byte {start} is cut short", field="body")
+        frames.append((stream, bytes(view[at - size : at])))
+    return frames

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from asphalt.config import MasterConfig
-from asphalt.protocol import PROTOCOL, Registration
+from asphalt.protocol import PROTOCOL, STDERR, STDOUT, Registration
 
 T = TypeVar("T")
 
@@ -248,12 +248,18 @@ class Output:
 
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
+        self.streams: dict[int, list[bytes]] = {STDOUT: [], STDERR: []}
         self.first = asyncio.Event()
 
-    async def __call__(self, chunk: bytes) -> None:
+    async def __call__(self, chunk: bytes, stream: int) -> None:
         self.pieces.append(chunk)
+        self.streams[stream].append(chunk)
         self.first.set()
 
     @property
     def text(self) -> str:
         return b"".join(self.pieces).decode()
+
+    def of(self, stream: int) -> str:
+        """What came on one stream."""
+        return b"".join(self.streams[stream]).decode()

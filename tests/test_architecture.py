@@ -170,7 +170,9 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
-PLAIN_BASES = frozenset({"Enum", "StrEnum", "Exception", "Generic", "Protocol", "TypedDict"})
+PLAIN_BASES = frozenset(
+    {"Enum", "StrEnum", "Exception", "Generic", "NamedTuple", "Protocol", "TypedDict"}
+)
 
 
 def test_no_module_reaches_into_another_modules_internals() -> None:

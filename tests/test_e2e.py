@@ -34,7 +34,10 @@ def test_task_with_reactions_runs_main_then_success_then_after(cluster: Cluster)
         {
             "id": "9399dda8c384",
             "jobs": {
-                "main": {"action": "echo building; echo oops >&2; exit 0", "env": {"WHO": "me"}},
+                "main": {
+                    "action": "echo building; sleep 0.2; echo oops >&2; exit 0",
+                    "env": {"WHO": "me"},
+                },
                 "success": {"action": 'echo "main was $ASPHALT_MAIN_STATE/$ASPHALT_MAIN_STATUS"'},
                 "failure": {"action": "echo never"},
                 "after": {"action": "echo cleaning up $ASPHALT_TASK_ID"},
@@ -55,6 +58,8 @@ def test_task_with_reactions_runs_main_then_success_then_after(cluster: Cluster)
     for role in ("main", "success", "after"):
         assert jobs[role]["createdAt"].endswith("Z") and jobs[role]["worker"]
     assert http.text(f"/jobs/{jobs['main']['id']}/output") == "building\noops\n"
+    assert http.text(f"/jobs/{jobs['main']['id']}/output?stream=stderr") == "oops\n"
+    assert http.text(f"/jobs/{jobs['main']['id']}/output?stream=stdout") == "building\n"
     status, _ = http.call(
         "POST", f"/projects/{project['id']}", {"id": "9399dda8c384", "action": "true"}
     )

@@ -30,7 +30,7 @@ SECRET = "s3cret-value"
 KIB = 1024
 
 
-async def _nowhere(chunk: bytes) -> None:
+async def _nowhere(chunk: bytes, stream: int) -> None:
     pass
 
 

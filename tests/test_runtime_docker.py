@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.protocol import STDERR
 from asphalt.worker.outputs import OutputsError, parse_outputs
 from asphalt.worker.runtimes import DockerRuntime, JobSpec, RuntimeFailure
 from asphalt.worker.runtimes.docker import CAP_ADD, DEFAULT_PIDS, LOG_GAP_NOTE
@@ -52,11 +53,14 @@ def spec(image: str, action: str | list[str], limits: Limits = NO_LIMITS, **env:
 class Output:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.pieces: list[bytes] = []
+        self.stderr: list[bytes] = []
         self.first = asyncio.Event()
         self.delay_s = delay_s
 
-    async def __call__(self, chunk: bytes) -> None:
+    async def __call__(self, chunk: bytes, stream: int) -> None:
         self.pieces.append(chunk)
+        if stream == STDERR:
+            self.stderr.append(chunk)
         self.first.set()
         await asyncio.sleep(self.delay_s)
 
@@ -159,6 +163,16 @@ async def test_output_reaches_the_sink_while_the_job_still_runs(
     assert out.text == "first\n"
     assert await run == 0
     assert out.text == "first\nlast\n"
+
+
+async def test_stderr_comes_apart_from_stdout(
+    docker_runtime: DockerRuntime, test_image: str
+) -> None:
+    out = Output()
+    action = "echo out; echo err >&2; sleep 0.2; echo out2; echo err2 >&2"
+    assert await docker_runtime.run(spec(test_image, action), out, grace_s=1) == 0
+    assert b"".join(out.stderr) == b"err\nerr2\n"
+    assert sorted(out.text.splitlines()) == ["err", "err2", "out", "out2"]
 
 
 async def test_all_output_arrives_even_through_a_slow_sink(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from harness import Output
 
+from asphalt.protocol import STDERR, STDOUT
 from asphalt.worker.outputs import FILE_LIMIT, OutputsError, parse_outputs
 from asphalt.worker.runtimes import HostRuntime, JobSpec, RuntimeFailure
 from asphalt.worker.runtimes.base import BASIC_ENV, DEFAULT_PATH
@@ -233,10 +234,11 @@ async def test_reap_removes_the_working_directories_of_that_worker_only(tmp_path
     assert sorted(p.name for p in root.iterdir()) == ["w+job-1-abc", "w-10+job-1-abc"]
 
 
-async def test_stdout_and_stderr_arrive_merged() -> None:
+async def test_stdout_and_stderr_arrive_each_on_its_own_stream() -> None:
     out = Output()
     await HostRuntime().run(spec("echo out; echo err >&2; echo out2"), out, grace_s=1)
-    assert out.text == "out\nerr\nout2\n"
+    assert out.of(STDOUT) == "out\nout2\n" and out.of(STDERR) == "err\n"
+    assert sorted(out.text.splitlines()) == ["err", "out", "out2"]
 
 
 async def test_an_argv_list_runs_without_a_shell() -> None:
@@ -323,7 +325,7 @@ async def test_a_child_that_left_the_process_group_is_found_by_its_job_id(tmp_pa
 async def test_a_failing_sink_stops_the_job(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
 
-    async def broken(chunk: bytes) -> None:
+    async def broken(chunk: bytes, stream: int) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
@@ -343,9 +345,9 @@ async def test_an_env_name_that_cannot_exist_is_a_runtime_failure() -> None:
 async def test_output_left_in_the_pipe_is_read_whole_however_slow_the_sink() -> None:
     out = Output()
 
-    async def slow(chunk: bytes) -> None:
+    async def slow(chunk: bytes, stream: int) -> None:
         await asyncio.sleep(0.8)  # three of these outlast the wait for a quiet pipe
-        await out(chunk)
+        await out(chunk, stream)
 
     await HostRuntime().run(spec("seq 1 30000"), slow, grace_s=1)  # more than a pipe holds
     assert out.text == "".join(f"{n}\n" for n in range(1, 30001))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from harness import Cluster, wait_until
 
+from asphalt.protocol import STDERR, STDOUT
 from asphalt.worker.masking import Masker
 
 SECRET = "s3cr3t-Value-42"
@@ -24,9 +25,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 class Pieces:
     def __init__(self) -> None:
         self.seen: list[bytes] = []
+        self.streams: list[int] = []
 
-    async def __call__(self, chunk: bytes) -> None:
+    async def __call__(self, chunk: bytes, stream: int) -> None:
         self.seen.append(chunk)
+        self.streams.append(stream)
 
 
 @pytest.mark.parametrize("cut", range(1, len(SECRET) + 4))
@@ -34,16 +37,29 @@ async def test_a_secret_split_across_pieces_of_output_is_masked_whole(cut: int) 
     text = f"a{SECRET}b {SECRET}".encode()
     pieces = Pieces()
     masker = Masker(pieces, [SECRET, "Value"])
-    await masker.write(text[:cut])
-    await masker.write(text[cut:])
+    await masker.write(text[:cut], STDOUT)
+    await masker.write(text[cut:], STDOUT)
     await masker.flush()
     assert b"".join(pieces.seen) == b"a***b ***"
+
+
+async def test_a_secret_split_on_one_stream_is_masked_whatever_the_other_prints() -> None:
+    pieces = Pieces()
+    masker = Masker(pieces, [SECRET])
+    await masker.write(SECRET[:5].encode(), STDERR)
+    await masker.write(b"plain\n", STDOUT)
+    await masker.write(SECRET[5:].encode() + b"\n", STDERR)
+    await masker.flush()
+    assert list(zip(pieces.streams, pieces.seen, strict=True)) == [
+        (STDOUT, b"plain\n"),
+        (STDERR, b"***\n"),
+    ]
 
 
 async def test_output_that_only_looks_like_a_secret_is_held_back_then_sent_at_the_end() -> None:
     pieces = Pieces()
     masker = Masker(pieces, [SECRET])
-    await masker.write(b"tail s3cr")
+    await masker.write(b"tail s3cr", STDOUT)
     assert b"".join(pieces.seen) == b"tail "
     await masker.flush()
     assert b"".join(pieces.seen) == b"tail s3cr"
@@ -118,7 +134,7 @@ def test_a_secret_may_not_be_named_in_env_too_nor_be_empty(cluster: Cluster) -> 
 async def test_what_is_held_back_at_the_end_is_masked_too(secrets: list[str], text: bytes) -> None:
     pieces = Pieces()
     masker = Masker(pieces, secrets)
-    await masker.write(text)
+    await masker.write(text, STDOUT)
     await masker.flush()
     assert secrets[0].encode() not in b"".join(pieces.seen), pieces.seen
     assert masker.text(f"could not run: {secrets[0]}") == "could not run: ***"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from asphalt.errors import Conflict, StoreFull, Unavailable
-from asphalt.master.store import Store
+from asphalt.master.store import GAP_MARKER, Store
 from asphalt.model.records import (
     Job,
     JobInput,
@@ -18,6 +18,7 @@ from asphalt.model.records import (
     TransitionError,
     check_transition,
 )
+from asphalt.protocol import STDERR, STDOUT
 from asphalt.wire import replace
 
 
@@ -85,37 +86,66 @@ def test_records_round_trip_and_active_index_follows_state(store: Store) -> None
     assert store.job("j-t").history[0].state is JobState.SUCCEEDED  # type: ignore[union-attr]
 
 
+def out(data: bytes) -> list[tuple[int, bytes]]:
+    return [(STDOUT, data)]
+
+
 def test_output_is_appended_once_per_offset_and_read_from_any_point(store: Store) -> None:
-    assert store.append_output("j", 1, 0, b"hello ", cap=1000) == 6
-    assert store.append_output("j", 1, 0, b"hello ", cap=1000) == 6  # resent: dropped
-    assert store.append_output("j", 1, 3, b"lo world", cap=1000) == 11  # overlaps: the rest kept
-    assert store.output("j", 1) == b"hello world"
-    assert store.output("j", 1, 8) == b"rld"
-    assert store.output("j", 1, 6) == b"world"
-    assert store.output("j", 2) == b""
+    assert store.append_output("j", 1, 0, out(b"hello "), cap=1000) == 6
+    assert store.append_output("j", 1, 0, out(b"hello "), cap=1000) == 6  # resent: dropped
+    assert store.append_output("j", 1, 3, out(b"lo world"), cap=1000) == 11  # the rest kept
+    assert store.output("j", 1).data == b"hello world"
+    assert store.output("j", 1, 8).data == b"rld"
+    assert store.output("j", 1, 6) == (b"world", 11, 11)
+    assert store.output("j", 2).data == b""
+    assert store.output_received("j", 1) == 11
     with pytest.raises(Conflict):
-        store.append_output("j", 1, 50, b"gap", cap=1000)
+        store.append_output("j", 1, 50, out(b"gap"), cap=1000)
 
 
-def test_output_over_the_cap_is_cut_with_a_visible_marker(store: Store) -> None:
-    store.append_output("j", 1, 0, b"x" * 8, cap=10)
-    store.append_output("j", 1, 8, b"y" * 8, cap=10)
-    store.append_output("j", 1, 16, b"z" * 8, cap=10)
-    out = store.output("j", 1)
-    assert out.startswith(b"xxxxxxxxyy\n[asphalt: output cut at 10 bytes")
-    assert b"z" not in out
+def test_output_over_the_cap_keeps_its_start_and_its_end_around_one_marker(store: Store) -> None:
+    store.append_output("j", 1, 0, out(b"x" * 8), cap=10)
+    store.append_output("j", 1, 8, out(b"y" * 8), cap=10)
+    store.append_output("j", 1, 16, out(b"z" * 8), cap=10)
+    assert store.output("j", 1).data == b"xxxxx" + GAP_MARKER.format(dropped=14).encode() + b"z" * 5
+    assert store.output_received("j", 1) == 24
+    # A reader that was past the head and behind the end learns how much it missed.
+    assert store.output("j", 1, 10) == (GAP_MARKER.format(dropped=9).encode() + b"z" * 5, 24, 24)
+    assert store.output("j", 1, 21).data == b"zzz"
+
+
+def test_stdout_and_stderr_are_kept_apart_and_interleaved(store: Store) -> None:
+    pieces = [(STDOUT, b"compiling\n"), (STDERR, b"warning: x\n"), (STDOUT, b"done\n")]
+    assert store.append_output("j", 1, 0, pieces, cap=1000) == 26
+    assert store.output("j", 1).data == b"compiling\nwarning: x\ndone\n"
+    assert store.output("j", 1, stream=STDERR) == (b"warning: x\n", 26, 21)
+    assert store.output("j", 1, stream=STDOUT).data == b"compiling\ndone\n"
+    assert store.output("j", 1, 12, stream=STDOUT).data == b"done\n"
+
+
+def test_a_long_output_of_both_streams_keeps_each_ones_end(store: Store) -> None:
+    received = 0
+    for i in range(2000):
+        line = (STDOUT, b"out %d\n" % i) if i % 3 else (STDERR, b"err %d\n" % i)
+        received = store.append_output("j", 1, received, [line], cap=4000)
+    kept = store.output("j", 1).data
+    assert kept.startswith(b"err 0\nout 1\n") and kept.endswith(b"out 1999\n")
+    assert kept.count(b"bytes of output dropped here") == 1
+    assert 4000 < len(kept) < 4200
+    assert store.output("j", 1, stream=STDERR).data.endswith(b"err 1998\n")
+    assert b"out " not in store.output("j", 1, stream=STDERR).data
 
 
 def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
     store.create_project(Project(id="p1", name="web", created_at=1.0))
     store.create_task(*_task("t", 1.0))
-    store.append_output("j-t", 1, 0, b"out", cap=100)
+    store.append_output("j-t", 1, 0, out(b"out"), cap=100)
     store.close()
     store = Store(tmp_path / "s")
     assert store.project("web") is not None
     assert store.task("p1", "t") is not None
-    assert store.output("j-t", 1) == b"out"
+    assert store.output("j-t", 1).data == b"out"
     store.close()
 
 
@@ -131,7 +161,7 @@ def test_a_full_store_is_a_clear_error_and_keeps_what_it_had(tmp_path: Path) -> 
     store.create_project(Project(id="p1", name="web", created_at=1.0))
     with pytest.raises(StoreFull):
         for i in range(1000):
-            store.append_output("j", 1, i * 4096, b"x" * 4096, cap=1 << 30)
+            store.append_output("j", 1, i * 4096, out(b"x" * 4096), cap=1 << 30)
     assert store.project("web") is not None
     store.close()
 

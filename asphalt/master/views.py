@@ -11,8 +11,12 @@ from asphalt.master.core.workers import Registry
 from asphalt.master.store import Store
 from asphalt.model.records import Job, JobState, Project, Run, Task, rfc3339, task_status
 
-# A task view carries each job's output up to this much (its tail); the job's own URL has it all.
-TASK_OUTPUT_TAIL = 64 << 10
+# A job's view carries its output up to this much (its end); /jobs/{id}/output has all it keeps.
+OUTPUT_TAIL = 64 << 10
+
+
+def _whole(job: Job) -> str:
+    return f"what is kept of it: /jobs/{job.id}/output, stderr alone: ?stream=stderr"
 
 
 class Views:
@@ -21,23 +25,28 @@ class Views:
         self.tasks = tasks
         self.registry = registry
 
-    def output_text(self, job: Job, *, tail: int | None = None) -> str:
+    def output_text(self, job: Job, *, tail: int = OUTPUT_TAIL) -> str:
+        """The end of the job's output, at most `tail` bytes, and where the rest is."""
+        size = self.output_size(job)
+        start = max(0, size - tail)
+        data = self.store.output(job.id, job.attempt, start).data if size else b""
+        text = data.decode("utf-8", "replace")
+        if start:
+            return f"[asphalt: {start} earlier bytes not shown; {_whole(job)}]\n{text}"
+        return text
+
+    def output_size(self, job: Job) -> int:
+        """How many bytes the job's attempt printed (0 for one not yet run, or queued again)."""
         if job.attempt == 0 or job.state in (JobState.QUEUED, JobState.SKIPPED):
-            return ""  # a job queued again shows no output until its new attempt runs
-        size = self.store.output_size(job.id, job.attempt)
-        if tail is not None and size > tail:
-            cut = size - tail
-            data = self.store.output(job.id, job.attempt, cut)
-            head = f"[asphalt: {cut} earlier bytes not shown; all of it: /jobs/{job.id}/output]\n"
-            return head + data.decode("utf-8", "replace")
-        return self.store.output(job.id, job.attempt).decode("utf-8", "replace")
+            return 0
+        return self.store.output_received(job.id, job.attempt)
 
     def job(
         self,
         job: Job,
         *,
         output: bool = True,
-        tail: int | None = None,
+        tail: int = OUTPUT_TAIL,
         jobs: Mapping[str, Job] | None = None,
     ) -> dict[str, Any]:
         if jobs is None and job.state is JobState.QUEUED and not job.ready:
@@ -46,6 +55,9 @@ class Views:
             jobs = self.tasks.run_jobs(run) if run else None
         text = self.output_text(job, tail=tail) if output else None
         body = job.view(output=text, reason=self.tasks.reason(job, jobs))
+        if output:
+            body["outputBytes"] = self.output_size(job)
+            body["outputUrl"] = f"/jobs/{job.id}/output"
         name = self.registry.name(job.worker) if job.worker else None
         if name is not None:
             body["workerName"] = name
@@ -106,10 +118,7 @@ class Views:
             "runCreatedAt": rfc3339(run.created_at),
             "startedAt": rfc3339(min(started)) if started else None,
             "endedAt": rfc3339(max(ended)) if ended and status == "complete" else None,
-            "jobs": {
-                name: self.job(job, output=output, tail=TASK_OUTPUT_TAIL, jobs=jobs)
-                for name, job in jobs.items()
-            },
+            "jobs": {name: self.job(job, output=output, jobs=jobs) for name, job in jobs.items()},
         }
         if output and len(task.runs) > 1:
             body["history"] = [self.run_summary(r) for r in reversed(task.runs)]

@@ -184,9 +184,10 @@ async def job(request: web.Request) -> web.Response:
     record = scheduler.tasks.job(request.match_info["job"])
     project = scheduler.tasks.project(record.project)
     view = scheduler.views.job(record, output=False)
-    size = scheduler.store.output_size(record.id, record.attempt) if record.attempt else 0
+    size = scheduler.store.output_received(record.id, record.attempt) if record.attempt else 0
     start = max(0, size - PAGE_TAIL)
-    data = scheduler.store.output(record.id, record.attempt, start) if record.attempt else b""
+    read = scheduler.store.output(record.id, record.attempt, start) if record.attempt else None
+    data = read.data if read else b""
     if start:
         newline = data.find(b"\n")
         if 0 <= newline < len(data) - 1:
@@ -198,7 +199,7 @@ async def job(request: web.Request) -> web.Response:
         "task_status": scheduler.views.run_summary(task_record.current)["status"],
         "job": view,
         "output": strip_ansi(data.decode("utf-8", "replace")),
-        "offset": start + len(data),
+        "offset": read.end if read else 0,
         "hidden": start,
         "live": record.state in (JobState.QUEUED, JobState.RUNNING),
         "title": f"{record.name} of {record.task} · {project.name}",

@@ -8,7 +8,7 @@ import aiohttp
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
-from asphalt.protocol import HeartbeatReply, Lease, M, Registration, Welcome, parse_join
+from asphalt.protocol import Frame, HeartbeatReply, Lease, M, Registration, Welcome, parse_join
 
 
 class MasterError(Exception):
@@ -91,11 +91,14 @@ class MasterClient:
         timeout_s: float = 30.0,
         params: dict[str, str] | None = None,
         credential: str | None = None,
+        content_type: str | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "use MasterClient as an async context manager"
         headers = self.auth_headers()
         if credential is not None:
             headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        if content_type is not None:
+            headers = headers | {"Content-Type": content_type}
         try:
             async with self._session.post(
                 self.base_url + path,
@@ -153,10 +156,17 @@ class MasterClient:
         _, body = await self._call(path, json=body, timeout_s=hold_s + 15)
         return _message(body, HeartbeatReply)
 
-    async def output(self, worker: str, job: str, attempt: int, offset: int, data: bytes) -> int:
+    async def output(
+        self, worker: str, job: str, attempt: int, offset: int, data: bytes | list[Frame]
+    ) -> int:
+        """Send output that begins at `offset`: stdout, or pieces of either stream."""
         path = protocol.OUTPUT.format(worker=worker, job=job)
         params = {"attempt": str(attempt), "offset": str(offset)}
-        _, body = await self._call(path, data=data, params=params)
+        if isinstance(data, bytes):
+            _, body = await self._call(path, data=data, params=params)
+        else:
+            raw = protocol.pack_frames(data)
+            _, body = await self._call(path, data=raw, params=params, content_type=protocol.FRAMES)
         return int(body["received"])
 
     async def finish(self, worker: str, job: str, fin: protocol.Finish) -> Lease | None:

@@ -20,23 +20,25 @@ class Masker:
         self._sink = sink
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
-        self._held = b""
+        self._held: dict[int, bytes] = {}  # by stream: a secret is split only within one
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes, stream: int) -> None:
         if not self._secrets:
-            await self._sink(chunk)
+            await self._sink(chunk, stream)
             return
-        data = self._held + chunk
+        data = self._held.pop(stream, b"") + chunk
         cut = self._cut(data)
-        self._held = data[cut:]
+        if cut < len(data):
+            self._held[stream] = data[cut:]
         if cut:
-            await self._sink(self._mask(data[:cut]))
+            await self._sink(self._mask(data[:cut]), stream)
 
     async def flush(self) -> None:
         """Send what was held back: the output has ended."""
-        held, self._held = self._held, b""
-        if held:  # it may hold a whole secret: one that begins another, or overlaps itself
-            await self._sink(self._mask(held))
+        held, self._held = self._held, {}
+        for stream, data in sorted(held.items()):
+            # It may hold a whole secret: one that begins another, or overlaps itself.
+            await self._sink(self._mask(data), stream)
 
     @overload
     def text(self, text: str) -> str: ...

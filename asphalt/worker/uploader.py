@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from asphalt import log
+from asphalt.protocol import STDOUT, Frame
 from asphalt.worker.client import MasterClient, MasterError, Stale
 
 _log = log.get("asphalt.uploader")
@@ -26,32 +27,33 @@ class Uploader:
         self._client = client
         self._worker, self._job, self._attempt = worker, job, attempt
         self._flush_bytes = flush_bytes
-        self._buffer = bytearray()
+        self._buffer: list[tuple[int, bytearray]] = []  # runs of one stream each, oldest first
+        self._size = 0  # bytes in the buffer
         self._buffer_cap = buffer_cap
         self._dropped = 0  # bytes not kept while the master was away and the buffer was full
         self._sent = 0
         self._lock = asyncio.Lock()
         self.stale = False  # the master gave this attempt to someone else; stop sending
 
-    async def write(self, chunk: bytes) -> None:
-        if len(self._buffer) >= self._buffer_cap:
+    async def write(self, chunk: bytes, stream: int = STDOUT) -> None:
+        if self._size >= self._buffer_cap:
             # The master is away and the buffer is full: memory stays bounded, and a marker
             # says what was left out (offsets count what is sent, so they stay consistent).
             self._dropped += len(chunk)
             return
         if self._dropped:
             lost = f"\n[asphalt: {self._dropped} bytes of output lost; the master was away]\n"
-            self._buffer += lost.encode()
+            self._add(stream, lost.encode())
             self._dropped = 0
-        self._buffer += chunk
-        if len(self._buffer) >= self._flush_bytes:
+        self._add(stream, chunk)
+        if self._size >= self._flush_bytes:
             await self.flush()
 
     async def flush(self) -> bool:
         """Send what is buffered; False if the master could not take it (kept for next time)."""
         async with self._lock:
             while self._buffer and not self.stale:
-                piece = bytes(self._buffer[: self._flush_bytes])
+                piece = self._piece()
                 try:
                     received = await self._client.output(
                         self._worker, self._job, self._attempt, self._sent, piece
@@ -59,14 +61,43 @@ class Uploader:
                 except Stale:
                     self.stale = True
                     self._buffer.clear()
+                    self._size = 0
                     return False
                 except MasterError as e:
                     _log.warning("output_send_failed", job=self._job, error=str(e))
                     return False
-                taken = received - self._sent
-                del self._buffer[:taken]
+                self._taken(received - self._sent)
                 self._sent = received
             return True
+
+    def _add(self, stream: int, data: bytes) -> None:
+        if self._buffer and self._buffer[-1][0] == stream:
+            self._buffer[-1][1].extend(data)
+        else:
+            self._buffer.append((stream, bytearray(data)))
+        self._size += len(data)
+
+    def _piece(self) -> list[Frame]:
+        """Up to flush_bytes from the front of the buffer, run by run."""
+        piece: list[Frame] = []
+        room = self._flush_bytes
+        for stream, run in self._buffer:
+            if room <= 0:
+                break
+            piece.append((stream, bytes(run[:room])))
+            room -= len(run)
+        return piece
+
+    def _taken(self, size: int) -> None:
+        """Forget the first `size` bytes of the buffer: the master has them."""
+        self._size -= size
+        while size and self._buffer:
+            run = self._buffer[0][1]
+            if len(run) > size:
+                del run[:size]
+                return
+            size -= len(run)
+            self._buffer.pop(0)
 
     async def pump(self, interval_s: float) -> None:
         """Flush on a timer until cancelled, so slow output still shows up within a second."""

@@ -21,7 +21,7 @@ from harness import CONFIG, REG, Http, Proc, free_port, join_token, start_master
 from asphalt.master.app import build_app
 from asphalt.master.http.common import BODY_TIMEOUT_S
 from asphalt.master.store import Store
-from asphalt.protocol import to_json
+from asphalt.protocol import STDOUT, to_json
 
 MIB = 1 << 20
 CAP = 1 * MIB
@@ -105,11 +105,18 @@ def wait_sampling_rss(proc: Proc, check: Any, timeout_s: float, what: str) -> tu
     return wait_until(sampled, timeout_s, what), peak
 
 
-def assert_cut_at_cap(data: bytes, what: str) -> None:
-    size, tail = len(data), data[-120:]
-    marked = data.endswith(b"\n") and b"output cut at %d bytes" % CAP in tail
-    assert marked, f"{what}: {size} bytes stored, ending {tail!r}; expected the cut marker"
+def assert_cut_at_cap(data: bytes, what: str, last: bytes | None = None) -> None:
+    """The output kept is its first part, one marker, and its end (`last`, when known)."""
+    size = len(data)
+    head = data[: CAP // 2]
+    marker = data[CAP // 2 : CAP // 2 + 120]
+    assert marker.startswith(b"\n[asphalt: ") and b"bytes of output dropped here" in marker, (
+        f"{what}: {size} bytes stored, {marker!r} after the head; expected the marker"
+    )
     assert CAP < size <= CAP + 200, f"{what}: {size} bytes stored for a cap of {CAP}"
+    assert b"dropped here" not in head and b"dropped here" not in data[CAP // 2 + 120 :]
+    if last is not None:
+        assert data.endswith(last), f"{what}: ends {data[-120:]!r}, not {last[-120:]!r}"
 
 
 def test_endless_output_is_cut_at_the_cap_with_a_marker_and_master_memory_stays_flat(
@@ -149,9 +156,9 @@ def test_output_that_fills_the_cap_exactly_still_gets_the_cut_marker(tmp_path: P
         piece = b"y\n" * (32 << 10)
         received = 0
         for _ in range(CAP // len(piece) + 2):
-            received = store.append_output("j", 1, received, piece, CAP)
+            received = store.append_output("j", 1, received, [(STDOUT, piece)], CAP)
         assert received == CAP + 2 * len(piece)
-        assert_cut_at_cap(store.output("j", 1), "a cap filled by whole pieces")
+        assert_cut_at_cap(store.output("j", 1).data, "a cap filled by whole pieces", piece)
     finally:
         store.close()
 

@@ -17,7 +17,7 @@ from asphalt.master.core.signals import Signals
 from asphalt.master.core.tasks import Tasks
 from asphalt.master.store import Store
 from asphalt.model.records import Job, JobState, Worker
-from asphalt.protocol import Finish, Heartbeat, HeartbeatReply, Lease
+from asphalt.protocol import Finish, Frame, Heartbeat, HeartbeatReply, Lease
 from asphalt.wire import replace
 
 _log = log.get("asphalt.scheduler")
@@ -133,11 +133,14 @@ class Leases:
         ids = sorted(self.dispatch.registry.running.get(worker.id, ()))
         return [j.id for j in self.store.jobs(ids) if j.cancel_requested]
 
-    def output(self, worker: Worker, job_id: str, attempt: int, offset: int, data: bytes) -> int:
+    def output(
+        self, worker: Worker, job_id: str, attempt: int, offset: int, frames: list[Frame]
+    ) -> int:
+        """Keep output pieces (stream, bytes) that begin at `offset`; the length received."""
         job = self._held(worker, job_id, attempt)
         if job.state is not JobState.RUNNING:
             raise Conflict(f"job {job_id} has ended; its output is closed")
-        received = self.store.append_output(job_id, attempt, offset, data, self.config.output_cap)
+        received = self.store.append_output(job_id, attempt, offset, frames, self.config.output_cap)
         self.signals.notify(f"job:{job_id}")
         return received
 

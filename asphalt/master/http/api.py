@@ -12,6 +12,7 @@ from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER, read_json, reply
 from asphalt.model.records import Job, Project, Run, Task
+from asphalt.protocol import STREAMS
 
 routes = web.RouteTableDef()
 FOLLOW_WAIT_S = 15.0
@@ -153,13 +154,15 @@ async def rerun_job(request: web.Request) -> web.Response:
 
 @routes.get("/jobs/{job}/output", name="job_output")
 async def job_output(request: web.Request) -> web.StreamResponse:
+    """What is kept of a job's output: both streams as they interleaved, or ?stream= one."""
     scheduler, job = _job(request)
     attempt = _attempt(request, job)
+    stream = _stream(request)
     if request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get(
         "Accept", ""
     ):
-        return await _follow(request, scheduler, job, attempt)
-    data = scheduler.store.output(job.id, attempt) if attempt else b""
+        return await _follow(request, scheduler, job, attempt, stream)
+    data = scheduler.store.output(job.id, attempt, stream=stream).data if attempt else b""
     return web.Response(body=data, content_type="text/plain", charset="utf-8")
 
 
@@ -174,8 +177,15 @@ def _attempt(request: web.Request, job: Job) -> int:
     return int(raw)
 
 
+def _stream(request: web.Request) -> int | None:
+    raw = request.query.get("stream", "both")
+    if raw != "both" and raw not in STREAMS:
+        raise BadRequest("stream must be stdout, stderr or both (the default)", field="stream")
+    return STREAMS.get(raw)
+
+
 async def _follow(
-    request: web.Request, scheduler: Scheduler, job: Job, attempt: int
+    request: web.Request, scheduler: Scheduler, job: Job, attempt: int, stream: int | None
 ) -> web.StreamResponse:
     """Stream output until the attempt ends: plain text, or SSE whose ids are byte offsets."""
     sse = "text/event-stream" in request.headers.get("Accept", "")
@@ -190,10 +200,13 @@ async def _follow(
         current = scheduler.store.job(job.id) or job
         if attempt == 0:
             attempt = current.attempt
-        data = scheduler.store.output(job.id, attempt, offset) if attempt else b""
-        data = data[: _complete_utf8(data)]
+        read = scheduler.store.output(job.id, attempt, offset, stream=stream) if attempt else None
+        data = read.data if read else b""
+        whole_text = _complete_utf8(data)
+        if read:  # a character cut in two waits for its rest, read again from where it began
+            offset = read.end if whole_text == len(data) else read.last - (len(data) - whole_text)
+        data = data[:whole_text]
         if data:
-            offset += len(data)
             await scheduler.store.flushed()  # never show bytes before they are on disk
             await response.write(
                 _sse("output", data.decode("utf-8", "replace"), offset) if sse else data

@@ -89,9 +89,11 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def output(request: web.Request) -> web.Response:
     attempt, offset = _int_query(request, "attempt"), _int_query(request, "offset")
     data = await read_body(request)
+    framed = request.content_type == protocol.FRAMES
+    frames = protocol.unpack_frames(data) if framed else [(protocol.STDOUT, data)]
     worker = _worker(request)
     job = request.match_info["job"]
-    received = request.config_dict[SCHEDULER].leases.output(worker, job, attempt, offset, data)
+    received = request.config_dict[SCHEDULER].leases.output(worker, job, attempt, offset, frames)
     return reply({"received": received})
 
 

@@ -54,6 +54,21 @@ class Tables:
             yield bytes(cursor.key())
             more = cursor.next()
 
+    def around(self, table: str, prefix: bytes, key: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The items whose keys start with `prefix`, in order, from the last one at or before
+        `key` (from the first, if none is)."""
+        cursor = self.txn.cursor(db=self._dbs[table])
+        found = cursor.set_range(key)
+        if not found:
+            found = cursor.last()
+        elif cursor.key() != key:
+            found = cursor.prev()
+        if not found or not cursor.key().startswith(prefix):
+            found = cursor.set_range(prefix)
+        while found and cursor.key().startswith(prefix):
+            yield bytes(cursor.key()), bytes(cursor.value())
+            found = cursor.next()
+
     def delete(self, table: str, key: bytes) -> None:
         if self._delete is not None:
             self._delete(self.txn, table, key)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import fcntl
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from asphalt import log
 from asphalt.errors import Conflict, Unavailable
-from asphalt.master.store import keys, migrations, records
+from asphalt.master.store import keys, migrations, output, records
 from asphalt.master.store.batch import Batches, open_env
 from asphalt.model.records import Job, Project, Task, Token, Worker
+from asphalt.protocol import Frame
 
 if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn
@@ -41,7 +41,6 @@ _DBS = (
     "schedules",  # project, name -> a schedule (schedules.py)
 )
 _log = log.get("asphalt.store")
-CUT_MARKER = "\n[asphalt: output cut at {cap} bytes; the rest of it is not kept]\n"
 
 
 def private(*paths: Path) -> None:
@@ -291,69 +290,22 @@ class Store:
 
     # output
 
-    def append_output(self, job_id: str, attempt: int, offset: int, data: bytes, cap: int) -> int:
-        """Add output received at `offset`, dropping resent bytes; returns the length received.
+    def append_output(
+        self, job_id: str, attempt: int, offset: int, frames: list[Frame], cap: int
+    ) -> int:
+        """Add output pieces (stream, bytes) received at `offset`, dropping resent bytes;
+        returns the length received. Past `cap` the start and the end are kept (output.py)."""
+        return self.change(lambda t: output.append(t, job_id, attempt, offset, frames, cap))
 
-        Once an attempt's output is cut at the cap nothing more is written for it: later chunks
-        are only counted (and that count is not kept, as nothing needs it once the bytes are gone).
-        """
-        prefix = keys.output_prefix(job_id, attempt)
-        with self._reading() as txn:
-            meta = txn.get(prefix, db=self._db["outmeta"])
-        if meta is not None:
-            received, stored = records.unpack_value(meta)
-            if stored > cap:
-                return max(int(received), offset + len(data))
+    def output_received(self, job_id: str, attempt: int) -> int:
+        """How many bytes the attempt printed, kept or not: the offset its output ends at."""
+        return self.look(lambda t: output.received(t, job_id, attempt))
 
-        def fn(txn: Txn) -> int:
-            meta = txn.get(prefix, db=self._db["outmeta"])
-            received, stored = records.unpack_value(meta) if meta else (0, 0)
-            if offset > received:
-                raise Conflict(f"output offset {offset} is past the {received} bytes received")
-            fresh = data[received - offset :]
-            if not fresh:
-                return int(received)
-            room = cap - stored
-            if room >= 0:  # at exactly the cap the marker still goes in, once
-                kept = fresh[:room]
-                if len(fresh) > room:
-                    kept += CUT_MARKER.format(cap=cap).encode()
-                self._put(txn, "output", prefix + struct.pack(">Q", stored), kept)
-                stored += len(kept)
-            received += len(fresh)
-            self._put(txn, "outmeta", prefix, records.pack_value((received, stored)))
-            return int(received)
-
-        return self._write(fn)
-
-    def output_size(self, job_id: str, attempt: int) -> int:
-        """How many bytes of the attempt's output are stored."""
-        with self._reading() as txn:
-            meta = txn.get(keys.output_prefix(job_id, attempt), db=self._db["outmeta"])
-        return int(records.unpack_value(meta)[1]) if meta else 0
-
-    def output(self, job_id: str, attempt: int, start: int = 0) -> bytes:
-        """The stored output of one attempt from byte `start` on."""
-        prefix = keys.output_prefix(job_id, attempt)
-        parts: list[bytes] = []
-        with self._reading() as txn:
-            cursor = txn.cursor(db=self._db["output"])
-            target = prefix + struct.pack(">Q", start)
-            if cursor.set_range(target):
-                if cursor.key() != target:
-                    cursor.prev()  # the chunk holding `start` begins before it
-            else:
-                cursor.last()
-            if not cursor.key().startswith(prefix) and not cursor.set_range(prefix):
-                return b""
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                at = struct.unpack(">Q", key[len(prefix) :])[0]
-                end = at + len(value)
-                if end > start:
-                    parts.append(value[max(0, start - at) :])
-        return b"".join(parts)
+    def output(
+        self, job_id: str, attempt: int, start: int = 0, *, stream: int | None = None
+    ) -> output.Read:
+        """The kept output of one attempt from offset `start` on, of one stream or both."""
+        return self.look(lambda t: output.read(t, job_id, attempt, start, stream))
 
     # workers
 

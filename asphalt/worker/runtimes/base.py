@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.protocol import STDERR, STDOUT
 
 if TYPE_CHECKING:
     from .outputs_file import OutputsFile
 
-# Called with each piece of output as the job produces it; stdout and stderr are merged.
-OutputSink = Callable[[bytes], Awaitable[None]]
+# Called with each piece of output as the job produces it, and its stream (STDOUT or STDERR).
+OutputSink = Callable[[bytes, int], Awaitable[None]]
 
 # Labels put on every container (and env put on every host process group) so a restarted
 # worker can find what it left behind.
@@ -66,8 +67,8 @@ class Runtime(Protocol):
     """Runs one job attempt and returns its exit code.
 
     Contract:
-    - `run` streams merged stdout/stderr to `sink` while the job runs and returns the exit
-      code (a process killed by signal N returns 128 + N).
+    - `run` streams stdout and stderr to `sink`, each piece with its stream, while the job
+      runs, and returns the exit code (a process killed by signal N returns 128 + N).
     - If the awaiting task is cancelled (the agent does this on timeout and on cancel), `run`
       stops the job: SIGTERM, then SIGKILL after `grace_s`, cleans up (removes the container)
       and re-raises `asyncio.CancelledError`.
@@ -115,10 +116,11 @@ class OutputPipe:
     pipe blocks the writer, so a slow sink slows the job instead of filling memory.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, write_fd: int) -> None:
+    def __init__(self, reader: asyncio.StreamReader, write_fd: int, stream: int) -> None:
         self._reader = reader
         self._waiting_since: float | None = None
         self.write_fd = write_fd  # whoever is handed it closes it
+        self.stream = stream  # what is written to it is the job's stdout, or its stderr
 
     async def copy_to(self, sink: OutputSink) -> None:
         """Hand what is written to sink, in pieces of up to 64 KiB, until all writers close."""
@@ -128,7 +130,7 @@ class OutputPipe:
             self._waiting_since = None
             if not chunk:
                 return
-            await sink(chunk)
+            await sink(chunk, self.stream)
 
     def quiet_s(self) -> float:
         """How long copy_to has been waiting for output (0 while a sink has some)."""
@@ -136,7 +138,34 @@ class OutputPipe:
 
 
 @contextlib.asynccontextmanager
-async def output_pipe() -> AsyncIterator[OutputPipe]:
+async def output_pipes() -> AsyncIterator[tuple[OutputPipe, OutputPipe]]:
+    """OutputPipes for a job's stdout and its stderr, their read ends closed on exit."""
+    async with output_pipe(STDOUT) as out, output_pipe(STDERR) as err:
+        yield out, err
+
+
+async def copy_all(pipes: Sequence[OutputPipe], sink: OutputSink) -> None:
+    """Copy every pipe to sink at once, until all of them are closed by their writers; a sink
+    that fails stops every copy, and its error is raised as it was."""
+    copies = [asyncio.ensure_future(pipe.copy_to(sink)) for pipe in pipes]
+    try:
+        await asyncio.wait(copies, return_when=asyncio.FIRST_EXCEPTION)
+        for copy in copies:
+            if copy.done():
+                copy.result()
+    finally:
+        for copy in copies:
+            copy.cancel()
+        await asyncio.gather(*copies, return_exceptions=True)
+
+
+def quiet_s(pipes: Sequence[OutputPipe]) -> float:
+    """How long every pipe has been waiting for output."""
+    return min(pipe.quiet_s() for pipe in pipes)
+
+
+@contextlib.asynccontextmanager
+async def output_pipe(stream: int = STDOUT) -> AsyncIterator[OutputPipe]:
     """An OutputPipe whose read end is closed on exit."""
     read_fd, write_fd = os.pipe()
     file = os.fdopen(read_fd, "rb", buffering=0)
@@ -150,7 +179,7 @@ async def output_pipe() -> AsyncIterator[OutputPipe]:
         os.close(write_fd)
         raise
     try:
-        yield OutputPipe(reader, write_fd)
+        yield OutputPipe(reader, write_fd, stream)
     finally:
         transport.close()
 

@@ -18,6 +18,7 @@ from docker.models.containers import Container
 from docker.types import CancellableStream, LogConfig
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.protocol import STDERR, STDOUT
 from asphalt.worker.outputs import ENV
 
 from .base import (
@@ -27,7 +28,8 @@ from .base import (
     JobSpec,
     OutputSink,
     RuntimeFailure,
-    output_pipe,
+    copy_all,
+    output_pipes,
 )
 from .host import job_env
 from .outputs_file import IN_CONTAINER, OutputsFile, container_archive
@@ -118,27 +120,28 @@ class DockerRuntime:
         # it, and we wait for it so that we can remove it.
         starting = asyncio.ensure_future(self._call(lambda c: _start(c, spec, confinement)))
         container: Container | None = None
-        copier: _LogCopier | None = None
+        copiers: list[_LogCopier] = []
         try:
             container = running = await asyncio.shield(starting)
-            async with output_pipe() as pipe:
-                copier = _LogCopier(running, pipe.write_fd)
-                await pipe.copy_to(sink)
-            if copier.error is not None:
-                raise RuntimeFailure(f"cannot read the job's output: {copier.error}")
+            async with output_pipes() as pipes:
+                copiers = [_LogCopier(running, pipe.write_fd, pipe.stream) for pipe in pipes]
+                await copy_all(pipes, sink)
+            for copier in copiers:
+                if copier.error is not None:
+                    raise RuntimeFailure(f"cannot read the job's output: {copier.error}")
             status = int((await self._call(lambda _: running.wait()))["StatusCode"])
             if spec.outputs is not None:
                 await asyncio.to_thread(_copy_outputs, running, spec.outputs)
             return status
         finally:
-            if copier is not None:
+            for copier in copiers:
                 copier.stop()  # before any await: its thread ends whatever happens next
             if container is None:
                 with contextlib.suppress(Exception):
                     container = await starting
             if container is not None:
                 await asyncio.to_thread(_dispose, container, grace_s)
-            if copier is not None:
+            for copier in copiers:
                 await copier.join()
 
     async def reap(self, worker_id: str) -> list[str]:
@@ -279,38 +282,39 @@ def _dispose(container: Container, grace_s: float) -> None:
 
 
 class _LogCopier:
-    """Copies a container's output into an OutputPipe from a thread of its own.
+    """Copies one stream of a container's output into an OutputPipe from a thread of its own.
 
     Not `to_thread`: a log stream lives as long as its job, and a few would take every
     thread of the default executor. The pipe gives back-pressure and the loop reads it as it
     reads a host job's output.
     """
 
-    def __init__(self, container: Container, write_fd: int) -> None:
+    def __init__(self, container: Container, write_fd: int, stream: int) -> None:
+        self._which = {"stdout": stream == STDOUT, "stderr": stream == STDERR}
         self.error: Exception | None = None
         self._done = asyncio.Event()
         self._lock = threading.Lock()
         self._stopped = False
         self._stream: CancellableStream[bytes] | None = None
         args = (container, write_fd, asyncio.get_running_loop())
-        name = f"asphalt-logs-{container.short_id}"
+        name = f"asphalt-logs-{container.short_id}-{stream}"
         threading.Thread(target=self._copy, args=args, name=name, daemon=True).start()
 
     def _copy(self, container: Container, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         try:
             followed = hashlib.sha1(usedforsecurity=False)
-            seen = self._send(container.logs(stream=True, follow=True), fd, followed)
+            seen = self._send(container.logs(stream=True, follow=True, **self._which), fd, followed)
             if not self._stopped:
                 container.wait()
                 # Docker 20.10 can end a follow early when the container exits while the
                 # reader is behind, so the finished log is read again for what it missed.
-                again = container.logs(stream=True, follow=False)
+                again = container.logs(stream=True, follow=False, **self._which)
                 if not self._send_rest(again, fd, seen, followed.digest()):
                     # It no longer begins with what was seen: Docker dropped its start (the
                     # job printed more than it keeps), and a follow loses output where it
                     # does. What it kept is the job's end; the agent keeps head and tail.
                     _write_all(fd, LOG_GAP_NOTE)
-                    self._send(container.logs(stream=True, follow=False), fd)
+                    self._send(container.logs(stream=True, follow=False, **self._which), fd)
         except Exception as e:
             if not self._stopped:  # once stopped, a broken pipe is how the thread learns it
                 self.error = e
@@ -363,6 +367,11 @@ class _LogCopier:
             if old is not None:
                 with contextlib.suppress(DockerException, OSError):
                     old.close()  # also wakes the thread if it waits for output
+                    # docker-py shuts its socket but leaves the response holding the socket's
+                    # file, so the descriptor stays open until it is collected.
+                    response = getattr(old, "_response", None)
+                    if response is not None:
+                        response.close()
 
     def stop(self) -> None:
         """Stop copying: the thread ends soon after, even if the container still runs."""

@@ -19,8 +19,10 @@ from .base import (
     OutputSink,
     RuntimeFailure,
     check_env_allow,
-    output_pipe,
+    copy_all,
+    output_pipes,
     passed_env,
+    quiet_s,
     worker_env,
 )
 from .workdirs import WorkDirs
@@ -120,7 +122,7 @@ async def run_process(
     sink: OutputSink,
     grace_s: float,
 ) -> int:
-    """Run argv in its own process group, stream its merged output, and leave nothing behind.
+    """Run argv in its own process group, stream its stdout and stderr, leave nothing behind.
 
     The job is over when its first process exits: whatever it started and left running is
     stopped like a cancelled job (SIGTERM, then SIGKILL after `grace_s`), because a stray
@@ -128,24 +130,25 @@ async def run_process(
     """
     if not argv:
         raise RuntimeFailure("empty command")
-    async with output_pipe() as pipe:
+    async with output_pipes() as pipes:
         born = _boot_ticks()  # every process of the job starts at or after this
         try:
-            proc = await _spawn(argv, env, cwd, pipe.write_fd)
+            proc = await _spawn(argv, env, cwd, pipes)
         finally:
-            os.close(pipe.write_fd)  # the children hold copies; EOF comes when they close them
-        return await _supervise(proc, pipe, _JobProcesses(proc.pid, spec, born), sink, grace_s)
+            for pipe in pipes:  # the children hold copies; EOF comes when they close them
+                os.close(pipe.write_fd)
+        return await _supervise(proc, pipes, _JobProcesses(proc.pid, spec, born), sink, grace_s)
 
 
 async def _spawn(
-    argv: Sequence[str], env: Mapping[str, str], cwd: Path, output_fd: int
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, pipes: tuple[OutputPipe, OutputPipe]
 ) -> asyncio.subprocess.Process:
     try:
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=output_fd,
-            stderr=output_fd,
+            stdout=pipes[0].write_fd,
+            stderr=pipes[1].write_fd,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,  # its own session and process group, so it can be killed whole
@@ -158,7 +161,7 @@ async def _spawn(
 
 async def _supervise(
     proc: asyncio.subprocess.Process,
-    pipe: OutputPipe,
+    pipes: tuple[OutputPipe, OutputPipe],
     group: _JobProcesses,
     sink: OutputSink,
     grace_s: float,
@@ -166,7 +169,7 @@ async def _supervise(
     leader_born = _start_ticks(proc.pid)
     if leader_born:
         _LEADERS[proc.pid] = leader_born
-    pumping = asyncio.create_task(pipe.copy_to(sink))
+    pumping = asyncio.create_task(copy_all(pipes, sink))
     exiting = asyncio.create_task(proc.wait())
     try:
         await asyncio.wait({pumping, exiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -176,7 +179,7 @@ async def _supervise(
         await group.stop(grace_s)
         # All the output is read, however slow the sink; but a pipe that stays quiet this long
         # is held by a process that left the job, and waiting on would never end.
-        while not pumping.done() and pipe.quiet_s() < _DRAIN_S:
+        while not pumping.done() and quiet_s(pipes) < _DRAIN_S:
             await asyncio.wait({pumping}, timeout=_POLL_S)
         if pumping.done():
             pumping.result()
