@@ -131,7 +131,7 @@ def test_the_error_says_how_to_fix_the_field(body: Any, says: str) -> None:
 
 def test_a_bare_job_lists_the_tasks_id_among_its_fields() -> None:
     """A bare job is a whole task: the id beside it is one of the fields an error offers."""
-    with pytest.raises(BadRequest, match=r"allowed here: action, .*, id$"):
+    with pytest.raises(BadRequest, match=r"allowed here: action, .*, id, callback$"):
         parse_task({"action": "x", "ids": "t"})
     assert parse_task({"action": "x", "id": "t"}).id == "t"
 

@@ -18,7 +18,7 @@ from asphalt.master.store import hooks as tables
 from asphalt.master.store.migrations import Tables
 from asphalt.master.store.tables import Change
 from asphalt.master.views import Views
-from asphalt.model.hooks import Delivery, DeliveryState, Hook
+from asphalt.model.hooks import CALLBACK, Delivery, DeliveryState, Hook, callback_hook
 from asphalt.model.records import Job, JobState, Project, Task, new_id
 from asphalt.wire import json_bytes, replace
 
@@ -89,7 +89,26 @@ class Webhooks:
         raise NotFound(f"no hook {hook_id!r} in project {project.name!r}", field="hook")
 
     def find(self, hook_id: str) -> Hook | None:
-        """The hook, whatever its project (the sender's look-up); None once deleted."""
+        """The hook, whatever its project (the sender's look-up); None once deleted. A task's
+        callback is a hook made from the task as it is now, signed with the secret it came
+        with or else its project's."""
+        if hook_id.startswith(CALLBACK):
+            project_id, _, task_id = hook_id.removeprefix(CALLBACK).partition("/")
+            project, task = self.store.project(project_id), self.store.task(project_id, task_id)
+            callback = task.callback if task is not None else None
+            secret = callback.secret if callback is not None else None
+            if secret is None and project is not None:
+                secret = project.callback_secret
+            if callback is None or secret is None:
+                return None
+            return Hook(
+                id=hook_id,
+                project=project_id,
+                url=callback.url,
+                events=("task.completed",),
+                secret=secret,
+                created_at=task.created_at if task is not None else 0.0,
+            )
         for hooks in self._by_project.values():
             for hook in hooks:
                 if hook.id == hook_id:
@@ -138,6 +157,8 @@ class Webhooks:
             names = event_names(event)
             project = _project_of(event)
             hooks = [h for h in self._by_project.get(project, ()) if set(h.events) & set(names)]
+            if isinstance(event, events.TaskCompleted):
+                hooks += self._callback(event, task)
             if not hooks:
                 continue
             body = self._body(event, jobs, task)
@@ -165,6 +186,30 @@ class Webhooks:
             self.store.after_commit(lambda: self.on_made(made))  # sent once the change is stored
 
         return write
+
+    def _callback(self, event: events.TaskCompleted, task: Task | None) -> list[Hook]:
+        """The task's callback, as the hook its deliveries go to; none if it has none."""
+        if task is None or task.id != event.task:
+            task = self.store.task(event.project, event.task)
+        if task is None or task.callback is None:
+            return []
+        hook_id = callback_hook(event.project, event.task)
+        url = task.callback.url
+        return [
+            Hook(
+                id=hook_id,
+                project=event.project,
+                url=url,
+                events=("task.completed",),
+                secret="",
+                created_at=task.created_at,
+            )
+        ]
+
+    def deliveries_of(self, project: Project, task: Task) -> list[Delivery]:
+        """A task callback's deliveries, newest first."""
+        hook_id = callback_hook(project.id, task.id)
+        return self.store.look(lambda t: tables.deliveries(t, hook_id, limit=MAX_LISTED))
 
     def _body(
         self, event: events.Event, jobs: Mapping[str, Job], task: Task | None

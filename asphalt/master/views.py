@@ -122,4 +122,9 @@ class Views:
         }
         if output and len(task.runs) > 1:
             body["history"] = [self.run_summary(r) for r in reversed(task.runs)]
+        if task.callback is not None:  # its secret is never shown
+            body["callback"] = {
+                "url": task.callback.url,
+                "deliveries": f"/projects/{project.name}/tasks/{task.id}/deliveries",
+            }
         return body

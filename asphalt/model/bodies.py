@@ -47,6 +47,9 @@ HINTS = {
     "projects": 'must be a list of project names or ids, e.g. ["web"]; leave it out for every '
     "project",
     "url": "must be an http:// or https:// URL, e.g. https://chat.example.com/hooks/ci",
+    "callback": 'must be an http(s) URL, or {"url": URL, "secret": SECRET} to sign with a '
+    "secret of its own (without one, the project's callback_secret signs it)",
+    "callback_secret": "must be 16 to 256 characters, or null to have none",
     "events": f"must be a list of events from {', '.join(HOOK_EVENTS)}",
     "secret": "must be 16 to 256 characters; leave it out and one is made for you",
     "keep_days": "must be a whole number of days from 0 (kept until deleted) to 36500, or null "
@@ -89,15 +92,26 @@ class JobBody(BareJobBody, frozen=True, kw_only=True):
     when: When | UnsetType = UNSET
 
 
+HookUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/?#]+[^\s]*\Z", max_length=2048)]
+Secret = Annotated[str, Meta(min_length=16, max_length=256)]
+
+
+class CallbackBody(Body, frozen=True, kw_only=True):
+    url: HookUrl
+    secret: Secret | None = None
+
+
 class BareTaskBody(BareJobBody, frozen=True, kw_only=True):
     """A task that is one job, written as the job with the task's `id` beside it."""
 
     id: Name | None = None
+    callback: HookUrl | CallbackBody | None = None
 
 
 class TaskBody(Body, frozen=True, kw_only=True):
     id: Name | None = None
     jobs: dict[str, Any]  # each job is read as a JobBody, so that an error names it
+    callback: HookUrl | CallbackBody | None = None  # POSTed task.completed when a run completes
 
 
 class JobsBody(Body, frozen=True, kw_only=True):
@@ -107,13 +121,16 @@ class JobsBody(Body, frozen=True, kw_only=True):
 
 
 class ProjectSettingsBody(Body, frozen=True, kw_only=True):
-    keep_days: Annotated[int, Meta(ge=0, le=36500)] | None
+    """What PATCH /projects/{p} changes: the fields given, and no others."""
+
+    keep_days: Annotated[int, Meta(ge=0, le=36500)] | UnsetType | None = UNSET
+    callback_secret: Secret | UnsetType | None = UNSET
 
 
 class HookBody(Body, frozen=True, kw_only=True):
-    url: Annotated[str, Meta(pattern=r"^https?://[^\s/?#]+[^\s]*\Z", max_length=2048)]
+    url: HookUrl
     events: Annotated[list[HookEvent], Meta(min_length=1)]
-    secret: Annotated[str, Meta(min_length=16, max_length=256)] | None = None
+    secret: Secret | None = None
 
 
 class ScheduleBody(Body, frozen=True, kw_only=True):

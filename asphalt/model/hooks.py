@@ -79,6 +79,14 @@ class Delivery(Record, frozen=True, kw_only=True):
         }
 
 
+CALLBACK = "task/"  # a task callback's hook id: this, then its project's id, "/" and the task's
+
+
+def callback_hook(project: str, task: str) -> str:
+    """The id a task's callback has among hooks, so its deliveries are kept and sent as theirs."""
+    return f"{CALLBACK}{project}/{task}"
+
+
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """The `Asphalt-Signature` header: `t=UNIX_SECONDS,v1=HEX`, where v1 is the HMAC-SHA256 of
     "{t}.{body}" keyed with the hook's secret (as Stripe's scheme does it)."""

@@ -112,10 +112,19 @@ class Project(Record, frozen=True, kw_only=True):
     created_at: float
     keep_days: int | None = None  # its tasks' retention, over the master's -keep-days
     deleting: bool = False  # deleted while tasks of it ran: removed once the last one is
+    callback_secret: str | None = None  # signs task callbacks that bring no secret; never shown
 
     def view(self) -> dict[str, Any]:
-        view = {"id": self.id, "name": self.name, "createdAt": rfc3339(self.created_at)}
-        return view | ({"keepDays": self.keep_days} if self.keep_days is not None else {})
+        view: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "createdAt": rfc3339(self.created_at),
+        }
+        if self.keep_days is not None:
+            view["keepDays"] = self.keep_days
+        if self.callback_secret is not None:
+            view["callbackSecret"] = MASK
+        return view
 
 
 class JobInput(Record, frozen=True, kw_only=True):
@@ -280,12 +289,21 @@ class Run(Record, frozen=True, kw_only=True):
     jobs: Mapping[str, str]  # job name -> job id, in the order they were given
 
 
+class Callback(Record, frozen=True, kw_only=True):
+    """Where a task's completion is POSTed (a webhook of its own), and the secret that signs
+    it: its own, or with None the project's `callback_secret` at the time it is sent."""
+
+    url: str
+    secret: str | None = None
+
+
 class Task(Record, frozen=True, kw_only=True):
     id: str
     project: str
     created_at: float
     runs: tuple[Run, ...]
     deleting: bool = False  # deleted while it ran: cancelled, and removed once it completes
+    callback: Callback | None = None
 
     @property
     def current(self) -> Run:

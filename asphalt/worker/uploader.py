@@ -1,4 +1,5 @@
-"""Sends one job attempt's output to the master in chunks (about once a second or 64 KiB)."""
+"""Sends one job attempt's output to the master in chunks (about once a second or 64 KiB, and
+up to 512 KiB at once when the job prints faster than they go)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from asphalt.protocol import STDOUT, Frame
 from asphalt.worker.client import MasterClient, MasterError, Stale
 
 _log = log.get("asphalt.uploader")
+# What one request carries at most. A job that prints faster than the master takes it has this
+# much gathered while a send is on its way, so each of the master's syncs stores more of it.
+PIECE_MAX = 512 << 10
 
 
 class Uploader:
@@ -33,6 +37,7 @@ class Uploader:
         self._dropped = 0  # bytes not kept while the master was away and the buffer was full
         self._sent = 0
         self._lock = asyncio.Lock()
+        self._sending: asyncio.Future[bool] | None = None  # a send started by write, owned by pump
         self.stale = False  # the master gave this attempt to someone else; stop sending
 
     async def write(self, chunk: bytes, stream: int = STDOUT) -> None:
@@ -46,8 +51,16 @@ class Uploader:
             self._add(stream, lost.encode())
             self._dropped = 0
         self._add(stream, chunk)
-        if self._size >= self._flush_bytes:
-            await self.flush()
+        if self._size < self._flush_bytes:
+            return
+        # Sent in the background while the job's output is read on, so the next send carries
+        # all that came meanwhile; past PIECE_MAX the job waits for the send (back-pressure).
+        if self._sending is None or self._sending.done():
+            if self._sending is not None and not self._sending.cancelled():
+                self._sending.result()  # one that failed outright stops the job, as a sink's would
+            self._sending = asyncio.ensure_future(self.flush())
+        elif self._size >= PIECE_MAX:
+            await asyncio.shield(self._sending)
 
     async def flush(self) -> bool:
         """Send what is buffered; False if the master could not take it (kept for next time)."""
@@ -78,9 +91,9 @@ class Uploader:
         self._size += len(data)
 
     def _piece(self) -> list[Frame]:
-        """Up to flush_bytes from the front of the buffer, run by run."""
+        """Up to PIECE_MAX from the front of the buffer, run by run."""
         piece: list[Frame] = []
-        room = self._flush_bytes
+        room = max(self._flush_bytes, PIECE_MAX)
         for stream, run in self._buffer:
             if room <= 0:
                 break
@@ -100,7 +113,13 @@ class Uploader:
             self._buffer.pop(0)
 
     async def pump(self, interval_s: float) -> None:
-        """Flush on a timer until cancelled, so slow output still shows up within a second."""
-        while True:
-            await asyncio.sleep(interval_s)
-            await self.flush()
+        """Flush on a timer until cancelled, so slow output still shows up within a second;
+        cancelled, it stops a send that write started (what it had is sent again later)."""
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                await self.flush()
+        finally:
+            if self._sending is not None:
+                self._sending.cancel()
+                await asyncio.gather(self._sending, return_exceptions=True)

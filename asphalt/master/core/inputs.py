@@ -15,6 +15,7 @@ from asphalt.model import bodies, graph
 from asphalt.model.bodies import (
     BareJobBody,
     BareTaskBody,
+    CallbackBody,
     JobBody,
     JobsBody,
     ProjectBody,
@@ -22,7 +23,7 @@ from asphalt.model.bodies import (
     TokenBody,
 )
 from asphalt.model.graph import When
-from asphalt.model.records import JobInput, Scope
+from asphalt.model.records import Callback, JobInput, Scope
 from asphalt.wire import UNSET
 
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,6 +40,7 @@ class TaskInput:
     id: str | None
     jobs: dict[str, JobInput]  # by name, in the order they run in when nothing else decides
     secrets: dict[str, dict[str, str]]  # each job's secret values, kept apart from the job
+    callback: Callback | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,10 +74,19 @@ def parse_task(body: Any) -> TaskInput:
         # Errors name the fields as the user sent them: "timeout", not "jobs.main.timeout".
         bare = bodies.read(body, BareTaskBody)
         job, values = _job(bare, "", graph.Node())
-        return TaskInput(id=bare.id, jobs={"main": job}, secrets={"main": values})
+        callback = _callback(bare.callback)
+        return TaskInput(
+            id=bare.id, jobs={"main": job}, secrets={"main": values}, callback=callback
+        )
     given = bodies.read(body, TaskBody)
     jobs, secrets = _jobs(given.jobs, roles=True)
-    return TaskInput(id=given.id, jobs=jobs, secrets=secrets)
+    return TaskInput(id=given.id, jobs=jobs, secrets=secrets, callback=_callback(given.callback))
+
+
+def _callback(given: str | CallbackBody | None) -> Callback | None:
+    if given is None or isinstance(given, str):
+        return Callback(url=given) if given else None
+    return Callback(url=given.url, secret=given.secret)
 
 
 def parse_jobs(body: Any, existing: Mapping[str, graph.Node]) -> JobsInput:

@@ -85,6 +85,13 @@ class Tasks:
                 f"project {project.name!r} is being deleted; it takes no new tasks",
                 field="project",
             )
+        callback = task_input.callback
+        if callback is not None and callback.secret is None and project.callback_secret is None:
+            raise BadRequest(
+                f'a callback needs a secret to sign it: send {{"url": ..., "secret": ...}}, or '
+                f"give project {project.name!r} a callback_secret (PATCH /projects/{project.name})",
+                field="callback",
+            )
         now = self.now()
         task_id = task_input.id or new_id()
         jobs = self._new_jobs(project.id, task_id, 1, task_input.jobs, now)
@@ -93,6 +100,7 @@ class Tasks:
             project=project.id,
             created_at=now,
             runs=(Run(number=1, created_at=now, jobs={j.name: j.id for j in jobs}),),
+            callback=callback,
         )
         secrets = {j.id: task_input.secrets.get(j.name, {}) for j in jobs}
         self.lifecycle.create(task, jobs, key=key, secrets=secrets)

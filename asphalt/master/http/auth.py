@@ -48,6 +48,7 @@ SUBMIT_ROUTES = frozenset(
     {
         *("create_task", "rerun_task", "cancel_task", "rerun_job", "add_jobs"),
         *("create_schedule", "pause_schedule", "resume_schedule", "delete_schedule"),
+        "task_redeliver",
     }
 )
 JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only

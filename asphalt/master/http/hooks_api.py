@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from asphalt.errors import NotFound
 from asphalt.master.hooks import Webhooks
 from asphalt.master.http.common import SCHEDULER, read_json, reply
 from asphalt.model import bodies
 from asphalt.model.bodies import HookBody
-from asphalt.model.hooks import Hook
-from asphalt.model.records import Project
+from asphalt.model.hooks import Hook, callback_hook
+from asphalt.model.records import Project, Task
 
 HOOKS = web.AppKey("hooks", Webhooks)
 routes = web.RouteTableDef()
@@ -65,4 +66,29 @@ async def list_deliveries(request: web.Request) -> web.Response:
 @routes.post("/projects/{project}/hooks/{hook}/deliveries/{delivery}/redeliver", name="redeliver")
 async def redeliver(request: web.Request) -> web.Response:
     hooks, hook = _hook(request)
+    return reply(hooks.redeliver(hook, request.match_info["delivery"]).view(), 202)
+
+
+def _callback(request: web.Request) -> tuple[Webhooks, Hook | None, Project, Task]:
+    scheduler = request.config_dict[SCHEDULER]
+    project = scheduler.tasks.project(request.match_info["project"])
+    task = scheduler.tasks.task(project, request.match_info["task"])
+    hooks = request.config_dict[HOOKS]
+    return hooks, hooks.find(callback_hook(project.id, task.id)), project, task
+
+
+@routes.get("/projects/{project}/tasks/{task}/deliveries", name="task_deliveries")
+async def task_deliveries(request: web.Request) -> web.Response:
+    """The deliveries of a task's callback, newest first."""
+    hooks, _, project, task = _callback(request)
+    return reply({"deliveries": [d.view() for d in hooks.deliveries_of(project, task)]})
+
+
+@routes.post(
+    "/projects/{project}/tasks/{task}/deliveries/{delivery}/redeliver", name="task_redeliver"
+)
+async def task_redeliver(request: web.Request) -> web.Response:
+    hooks, hook, _, task = _callback(request)
+    if hook is None:
+        raise NotFound(f"task {task.id!r} has no callback", field="task")
     return reply(hooks.redeliver(hook, request.match_info["delivery"]).view(), 202)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from asphalt.errors import BadRequest
 from asphalt.master.http.common import SCHEDULER, read_json, reply
 from asphalt.master.retention import Retention
 from asphalt.master.store import retention as table
 from asphalt.model import bodies
 from asphalt.model.bodies import ProjectSettingsBody
-from asphalt.wire import replace
+from asphalt.wire import UNSET, field_names, replace
 
 RETENTION = web.AppKey("retention", Retention)
 routes = web.RouteTableDef()
@@ -40,9 +41,10 @@ async def delete_project(request: web.Request) -> web.Response:
 @routes.patch("/projects/{project}", name="update_project")
 async def update_project(request: web.Request) -> web.Response:
     given = bodies.read(await read_json(request), ProjectSettingsBody)
+    changes = {k: getattr(given, k) for k in field_names(given) if getattr(given, k) is not UNSET}
+    if not changes:
+        raise BadRequest("give keep_days or callback_secret to change", field="keep_days")
     scheduler = request.config_dict[SCHEDULER]
-    project = replace(
-        scheduler.tasks.project(request.match_info["project"]), keep_days=given.keep_days
-    )
+    project = replace(scheduler.tasks.project(request.match_info["project"]), **changes)
     scheduler.store.change(lambda t: table.save_project(t, project))
     return reply(project.view())

@@ -1,13 +1,14 @@
-"""Removing tasks from the store: a task with every run's jobs, their attempts' output and their
-secrets; and finding a project's oldest tasks, for the keep-days sweep. LMDB reuses the pages
-that are freed."""
+"""Removing tasks from the store: a task with every run's jobs, their attempts' output, their
+secrets and its callback's deliveries; and finding a project's oldest tasks, for the keep-days
+sweep. LMDB reuses the pages that are freed."""
 
 from __future__ import annotations
 
 import struct
 
-from asphalt.master.store import keys, records
+from asphalt.master.store import hooks, keys, records
 from asphalt.master.store.migrations import Tables
+from asphalt.model.hooks import callback_hook
 from asphalt.model.records import Project, Task
 
 
@@ -22,6 +23,8 @@ def delete_task(tables: Tables, task: Task) -> None:
             for table in ("output", "outmeta"):
                 for found in list(tables.keys(table, every_attempt)):
                     tables.delete(table, found)
+    if task.callback is not None:  # what was still to be sent of it is not sent
+        hooks.delete_deliveries(tables, callback_hook(task.project, task.id))
     tables.delete("tasks", keys.task_key(task.project, task.id))
     tables.delete("task_order", keys.order_key(task))
 
