@@ -56,6 +56,7 @@ class MasterConfig:
     lost_retries: int = 2  # times a job lost with its worker runs again, apart from its retries
     keep_days: int = 0  # completed tasks older than this many days are removed (0: never)
     hook_retry_s: float = 5.0  # a failed webhook delivery's first wait (then doubling, jittered)
+    hook_allow: tuple[str, ...] = ()  # where hooks and callbacks may point (none: anywhere)
 
     @property
     def scheme(self) -> str:

@@ -170,8 +170,10 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
+# Plain types, and a library's interface that it asks its users to implement (aiohttp's resolver).
 PLAIN_BASES = frozenset(
     {"Enum", "StrEnum", "Exception", "Generic", "NamedTuple", "Protocol", "TypedDict"}
+    | {"AbstractResolver"}
 )
 
 

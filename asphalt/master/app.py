@@ -34,6 +34,7 @@ from asphalt.master.metrics import Metrics
 from asphalt.master.retention import Retention
 from asphalt.master.schedules import Schedules
 from asphalt.master.store import Store
+from asphalt.model.hook_allow import HookAllow
 from asphalt.web import app as pages
 
 SSL_CONTEXT = web.AppKey("ssl_context", ssl.SSLContext)
@@ -62,7 +63,8 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(admin.routes)
     app[ops.METRICS] = Metrics(app[SCHEDULER])
     app.add_routes(ops.routes)
-    hooks = app[hooks_api.HOOKS] = Webhooks(store, app[SCHEDULER].views)
+    allow = HookAllow(config.hook_allow)
+    hooks = app[hooks_api.HOOKS] = Webhooks(store, app[SCHEDULER].views, allow=allow)
     app[SENDER] = Sender(store, hooks, first_retry_s=config.hook_retry_s)
     hooks.on_made = app[SENDER].add
     app[SENDER].on_try = app[ops.METRICS].delivery_tried

@@ -18,6 +18,7 @@ from asphalt.master.store import hooks as tables
 from asphalt.master.store.migrations import Tables
 from asphalt.master.store.tables import Change
 from asphalt.master.views import Views
+from asphalt.model.hook_allow import HookAllow
 from asphalt.model.hooks import CALLBACK, Delivery, DeliveryState, Hook, callback_hook
 from asphalt.model.records import Job, JobState, Project, Task, new_id
 from asphalt.wire import json_bytes, replace
@@ -48,10 +49,12 @@ class Webhooks:
         store: Store,
         views: Views,
         *,
+        allow: HookAllow | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.views = views
+        self.allow = allow or HookAllow()  # where hooks may point (-hook-allow)
         self.now = now
         # The sender, handed the new deliveries once they are committed.
         self.on_made: Callable[[list[Delivery]], None] = lambda made: None
@@ -66,6 +69,7 @@ class Webhooks:
         """A new hook; with no secret given one is made, and returned this once."""
         if len(self._by_project.get(project.id, ())) >= MAX_HOOKS:
             raise BadRequest(f"a project has at most {MAX_HOOKS} hooks", field="url")
+        self.allow.check(url, field="url")
         made = secrets.token_hex(32) if secret is None else None
         hook = Hook(
             id=new_id(),

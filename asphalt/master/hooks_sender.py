@@ -16,6 +16,7 @@ from collections.abc import Callable
 import aiohttp
 
 from asphalt import log
+from asphalt.master import hook_reach
 from asphalt.master.hooks import Webhooks
 from asphalt.master.store import Store
 from asphalt.master.store import hooks as tables
@@ -71,7 +72,8 @@ class Sender:
         """Send until cancelled; the tries in flight are cancelled with it."""
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         self._load()  # what an earlier run of the master left to send
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        reach = hook_reach.connector(self.hooks.allow)
+        async with aiohttp.ClientSession(timeout=timeout, connector=reach) as session:
             try:
                 while True:
                     self._wake.clear()
@@ -111,7 +113,11 @@ class Sender:
             if hook is None:
                 self._save(_ended(delivery, "its hook was deleted", self.now()))
                 return
-            status, answer = await self._post(session, hook.url, hook.secret, delivery)
+            refused = hook_reach.refusal(self.hooks.allow, hook.url)
+            if refused is not None:
+                status, answer = None, refused
+            else:
+                status, answer = await self._post(session, hook.url, hook.secret, delivery)
             again = self._save(self._after_try(delivery, status, answer))
         except Exception:  # a bug here must not stop the sender: the delivery stays pending
             _log.exception("delivery_failed", delivery=delivery_id)

@@ -16,6 +16,7 @@ from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.core.queues import fits
 from asphalt.master.store import Store
 from asphalt.model import graph
+from asphalt.model.hook_allow import HookAllow
 from asphalt.model.records import Job, JobInput, JobState, Project, Run, Task, new_id, task_status
 from asphalt.wire import replace
 
@@ -41,6 +42,7 @@ class Tasks:
         self.dispatch = dispatch
         self.now = now
         self.now_m = now_m
+        self.hook_allow = HookAllow(config.hook_allow)  # where a task's callback may point
 
     def _accepting(self) -> None:
         if self.dispatch.closing:
@@ -86,6 +88,8 @@ class Tasks:
                 field="project",
             )
         callback = task_input.callback
+        if callback is not None:
+            self.hook_allow.check(callback.url, field="callback")
         if callback is not None and callback.secret is None and project.callback_secret is None:
             raise BadRequest(
                 f'a callback needs a secret to sign it: send {{"url": ..., "secret": ...}}, or '
