@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import threading
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from browser import chromium, shot
-from harness import free_port, start_master, wait_until
+from harness import Http, free_port, start_master, wait_until
 from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.ui
@@ -294,3 +297,85 @@ def test_the_task_page_says_how_long_the_task_is_kept(tmp_path: Path, page: Page
         expect(page.locator(".summary .kept")).to_have_text("kept until deleted")
     finally:
         site.stop()
+
+
+class _Receiver:
+    """A webhook receiver in a thread on 127.0.0.1 that takes every delivery."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        seen = self.ids
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                seen.append(self.headers["Asphalt-Delivery"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_hooks_deliveries_are_listed_on_a_page_and_redelivered_with_a_button(
+    site: Site, page: Page
+) -> None:
+    receiver = _Receiver()
+    try:
+        site.http.post("/", {"name": "web"})
+        hook = site.http.post(
+            "/projects/web/hooks", {"url": receiver.url, "events": ["task.completed"]}
+        )
+        site.http.post("/projects/web", {"id": "t", "action": "true"})
+        wait_until(lambda: receiver.ids or None, 30, "the delivery")
+        page.goto(f"{site.base}/projects/web")
+        page.get_by_role("link", name=receiver.url).click()
+        row = page.locator("table.deliveries tbody tr")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text(receiver.ids[0])
+        expect(row.locator(".badge")).to_have_text("delivered")
+        expect(row).to_contain_text("204")
+        shot(page, "hook-deliveries")
+        row.get_by_role("button", name="Redeliver").click()
+        expect(page).to_have_url(re.compile(rf"/projects/\w+/hooks/{hook['id']}$"))
+        wait_until(lambda: len(receiver.ids) == 2 or None, 30, "the redelivery")
+        assert receiver.ids[0] == receiver.ids[1]  # sent again under its own id
+        page.reload()
+        expect(row).to_contain_text("delivered")
+    finally:
+        receiver.close()
+
+
+def test_a_hooks_page_needs_admin_and_a_callbacks_page_shows_its_deliveries(
+    tmp_path: Path,
+) -> None:
+    proc, bare = start_master(tmp_path / "data", free_port(), "-auth", "always", ready=401)
+    receiver = _Receiver()
+    try:
+        admin = Http(bare.base, (tmp_path / "data" / "admin.token").read_text().strip())
+        admin.post("/", {"name": "web"})
+        hook = admin.post("/projects/web/hooks", {"url": receiver.url, "events": ["job.ended"]})
+        reader = admin.post("/tokens", {"name": "r", "scope": "read"})["token"]
+        html = {"Accept": "text/html", "Authorization": f"Bearer {reader}"}
+        status, _ = admin.call("GET", f"/projects/web/hooks/{hook['id']}", headers=html)
+        assert status == 403
+        status, text = admin.call("GET", "/projects/web", headers=html)
+        assert status == 200 and receiver.url not in text  # a read token is not shown hooks
+        callback = {"url": receiver.url, "secret": "s" * 16}
+        admin.post("/projects/web", {"id": "t", "action": "true", "callback": callback})
+        wait_until(lambda: len(receiver.ids) >= 2 or None, 30, "the deliveries")
+        status, text = admin.call("GET", "/projects/web/tasks/t/deliveries", headers=html)
+        assert status == 200 and "Callback" in text and "delivered" in text, text
+        assert "<button" not in text  # redelivering needs submit
+    finally:
+        receiver.close()
+        proc.stop()

@@ -9,10 +9,12 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from asphalt.errors import AsphaltError, BadRequest
+from asphalt.errors import AsphaltError, BadRequest, NotFound
 from asphalt.master.core.inputs import parse_project, parse_task, parse_token
 from asphalt.master.http import admin, auth
 from asphalt.master.http.common import SCHEDULER, read_body
+from asphalt.master.http.hooks_api import HOOKS
+from asphalt.model.hooks import callback_hook
 from asphalt.web import guard, pages
 
 # A form's action answers with where to go next, or with a page of its own (one that shows a
@@ -154,6 +156,25 @@ async def join_token(request: web.Request, form: MultiDictProxy[str]) -> web.Str
     return await pages.workers(request, join={"command": admin.join_command(request, token)})
 
 
+async def redeliver(request: web.Request, form: MultiDictProxy[str]) -> str:
+    hooks = request.app[HOOKS]
+    project = request.app[SCHEDULER].tasks.project(request.match_info["project"])
+    found = hooks.hook(project, request.match_info["hook"])
+    hooks.redeliver(found, request.match_info["delivery"])
+    return f"/projects/{project.id}/hooks/{found.id}"
+
+
+async def task_redeliver(request: web.Request, form: MultiDictProxy[str]) -> str:
+    scheduler, hooks = request.app[SCHEDULER], request.app[HOOKS]
+    project = scheduler.tasks.project(request.match_info["project"])
+    task = scheduler.tasks.task(project, request.match_info["task"])
+    found = hooks.find(callback_hook(project.id, task.id))
+    if found is None:
+        raise NotFound(f"task {task.id!r} has no callback", field="task")
+    hooks.redeliver(found, request.match_info["delivery"])
+    return f"/projects/{project.id}/tasks/{task.id}/deliveries"
+
+
 # Route names of the API whose POST a page's form may send.
 FORMS: dict[str, FormHandler] = {
     "create_project": create_project,
@@ -165,4 +186,6 @@ FORMS: dict[str, FormHandler] = {
     "revoke_token_post": revoke_token,
     "revoke_worker": revoke_worker,
     "join_token": join_token,
+    "redeliver": redeliver,
+    "task_redeliver": task_redeliver,
 }

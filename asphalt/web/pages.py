@@ -1,4 +1,5 @@
-"""The pages: dashboard, project, task, job and workers, built from the API's own views."""
+"""The pages: dashboard, project, task, job, workers, tokens and a hook's deliveries, built from
+the API's own views."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import admin as admin_api
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER
+from asphalt.master.http.hooks_api import HOOKS
 from asphalt.master.http.retention_api import RETENTION
 from asphalt.master.http.schedules_api import SCHEDULES
-from asphalt.model.records import JobState, Scope
+from asphalt.model.hooks import Delivery
+from asphalt.model.records import JobState, Project, Scope
 from asphalt.web import graphdraw, guard
 from asphalt.web.format import strip_ansi
 
@@ -121,6 +124,7 @@ async def project(
         "live": any(_in_flight(t) for t in views),
         "title": project.name,
         "schedules": [schedules.view(s) for s in schedules.of(project)],
+        "hooks": [h.view() for h in request.app[HOOKS].hooks(project)] if _admin(request) else [],
     }
     if error is not None:
         context |= {"error": error, "form": form or {}}
@@ -236,6 +240,55 @@ async def tokens(
     return _page(request, "tokens.html", context, status=400 if error else 200)
 
 
+def _admin(request: web.Request) -> bool:
+    who = auth.known_caller(request)
+    return who is not None and who.may(Scope.ADMIN)
+
+
+async def hook(request: web.Request) -> web.Response:
+    """A hook's deliveries, newest first, each with a redeliver button."""
+    hooks = request.app[HOOKS]
+    project = request.app[SCHEDULER].tasks.project(request.match_info["project"])
+    found = hooks.hook(project, request.match_info["hook"])
+    base = f"/projects/{project.id}/hooks/{found.id}/deliveries"
+    return _deliveries(request, project, found.view(), hooks.deliveries(found), base, None)
+
+
+async def task_deliveries(request: web.Request) -> web.Response:
+    """A task callback's deliveries, as a hook's page shows them."""
+    scheduler, hooks = request.app[SCHEDULER], request.app[HOOKS]
+    project = scheduler.tasks.project(request.match_info["project"])
+    record = scheduler.tasks.task(project, request.match_info["task"])
+    callback = {"url": record.callback.url if record.callback else "", "events": []}
+    base = f"/projects/{project.id}/tasks/{record.id}/deliveries"
+    return _deliveries(
+        request, project, callback, hooks.deliveries_of(project, record), base, record.id
+    )
+
+
+def _deliveries(
+    request: web.Request,
+    project: Project,
+    shown: dict[str, Any],
+    deliveries: list[Delivery],
+    base: str,
+    task_id: str | None,
+) -> web.Response:
+    who = auth.known_caller(request)
+    context = {
+        "project": project.view(),
+        "hook": shown,
+        "deliveries": [d.view() for d in deliveries],
+        "redeliver_base": base,
+        "can_redeliver": who is not None and who.may(Scope.SUBMIT if task_id else Scope.ADMIN),
+        "task_id": task_id,
+        "title_kind": "Callback" if task_id else "Hook",
+        "title": f"{'callback of ' + task_id if task_id else 'hook'} · {project.name}",
+        "live": any(d.state == "pending" for d in deliveries),
+    }
+    return _page(request, "hook.html", context)
+
+
 # Route names of the API (asphalt/master/http/api.py) whose GET a browser sees as a page.
 PAGES = {
     "projects": dashboard,
@@ -244,4 +297,6 @@ PAGES = {
     "job": job,
     "workers": workers,
     "tokens": tokens,
+    "hook": hook,
+    "task_deliveries": task_deliveries,
 }
