@@ -42,6 +42,11 @@ class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     typo ("acton") must not be dropped in silence."""
 
 
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """A URL's query parameters (model/bodies.py), read from their text; others are left for
+    whoever else reads them (the pages' `error` and `sig`)."""
+
+
 class Record(msgspec.Struct, frozen=True, kw_only=True):
     """A record the master keeps (model/records.py): immutable; changed by making a new one
     (`replace`)."""
@@ -65,12 +70,20 @@ _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 
 
-def read(data: Any, kind: type[T], hints: Mapping[str, str] | None = None, *, at: str = "") -> T:
+def read(
+    data: Any,
+    kind: type[T],
+    hints: Mapping[str, str] | None = None,
+    *,
+    at: str = "",
+    text: bool = False,
+) -> T:
     """`data` (parsed JSON) as a `kind`, or a 400 that names the field; `hints` gives, by field,
     the wording a person needs where msgspec's ("Expected `int` >= 1") is not it, and `at` is
-    where `data` sits in the whole body ("jobs.build"), for the names in errors."""
+    where `data` sits in the whole body ("jobs.build"), for the names in errors. With `text`,
+    the values are strings to be read as the fields' types ("5", "true"): a query's."""
     try:
-        return msgspec.convert(data, kind)
+        return msgspec.convert(data, kind, strict=not text)
     except msgspec.ValidationError as e:
         raise _bad_request(str(e), kind, hints or {}, at) from None
 

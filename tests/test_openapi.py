@@ -45,6 +45,15 @@ def test_the_document_validates_and_covers_the_api(live: Http) -> None:
     for path, operations in paths.items():
         for method, operation in operations.items():
             assert "4XX" in operation["responses"], (method, path)
+    # Query parameters come from the Structs their handlers read them with.
+    output = {p["name"]: p for p in paths["/jobs/{job}/output"]["get"]["parameters"]}
+    assert output["stream"]["schema"]["enum"] == ["both", "stderr", "stdout"]
+    assert output["from"]["in"] == "query" and output["attempt"]["schema"]["minimum"] == 1
+    listing = {p["name"]: p for p in paths["/projects/{project}"]["get"]["parameters"]}
+    assert (
+        listing["limit"]["schema"]["maximum"] == 500
+        and "$" in listing["before"]["schema"]["pattern"]
+    )
 
 
 CALLS: list[int] = []

@@ -4,11 +4,15 @@ keep-days policy removing old completed tasks with their output, on a real maste
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from harness import REG, Master, MasterFactory
 
+from asphalt.master.http.common import SCHEDULER
 from asphalt.master.http.retention_api import RETENTION
+from asphalt.master.store import retention as table
 from asphalt.protocol import Finish
+from asphalt.wire import replace
 from asphalt.worker.client import MasterClient
 
 DONE = {"attempt": 1, "status": 0, "reason": None, "started_at": 1.0, "ended_at": 2.0}
@@ -108,3 +112,48 @@ async def test_deleting_a_project_removes_its_tasks_hooks_and_schedules_and_free
     assert status == 201, again
     assert (await m.call("GET", "/projects/gone/hooks"))[1]["hooks"] == []
     assert (await m.call("GET", "/projects/gone/schedules"))[1]["schedules"] == []
+
+
+async def test_deletions_a_stopped_master_left_half_done_are_finished_when_it_starts(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    await m.call("POST", "/", {"name": "emptied"})
+    await m.call("POST", "/projects/p", {"id": "left", "action": "x"})
+    await m.call("POST", "/projects/p", {"id": "kept", "action": "x"})
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        await _run_one(m, client, worker)
+        await _run_one(m, client, worker)
+    app = m.server.app
+    scheduler, retention = app[SCHEDULER], app[RETENTION]
+    store = scheduler.store
+    # What a master killed between a marked task's end and its removal leaves: the task marked
+    # for deletion with its run complete, and its project marked too, waiting for it.
+    project = scheduler.tasks.project("p")
+    task = scheduler.tasks.task(project, "left")
+    store.change(partial(table.save_task, task=replace(task, deleting=True)))
+    emptied = scheduler.tasks.project("emptied")
+    store.change(partial(table.save_project, project=replace(emptied, deleting=True)))
+    retention.finish()  # what the retention service does first when the master starts
+    assert (await m.call("GET", "/projects/p/tasks/left"))[0] == 404
+    assert (await m.call("GET", "/projects/p/tasks/kept"))[0] == 200
+    assert (await m.call("GET", "/projects/emptied"))[0] == 404
+    assert store.look(table.marked_tasks) == []
+
+
+async def test_an_idempotency_key_whose_task_was_deleted_says_so(master: MasterFactory) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    key = {"Idempotency-Key": "k-1"}
+    status, _ = await m.call("POST", "/projects/p", {"id": "t", "action": "x"}, headers=key)
+    assert status == 201
+    assert (await m.call("POST", "/projects/p", {"action": "x"}, headers=key))[1]["id"] == "t"
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        await _run_one(m, client, worker)
+    assert (await m.call("DELETE", "/projects/p/tasks/t"))[0] == 200
+    status, answer = await m.call("POST", "/projects/p", {"action": "x"}, headers=key)
+    assert status == 409 and answer["field"] == "Idempotency-Key", answer
+    assert "deleted" in answer["error"]

@@ -68,8 +68,24 @@ class Retention:
         days = self._days(project)
         return rfc3339(ended_at + days * DAY_S) if days and ended_at else None
 
+    def finish(self) -> None:
+        """Finish the deletions an earlier run of the master left: a task marked whose run has
+        stopped is removed (it stopped while the master was away, or just before it went), and
+        a project marked goes once its tasks have."""
+        for project_id, task_id in self.store.look(table.marked_tasks):
+            task = self.store.task(project_id, task_id)
+            if task is None:
+                self.store.change(partial(table.unmark, project=project_id, task=task_id))
+            elif self._complete(task):
+                self.store.change(partial(table.delete_task, task=task))
+                _log.info("task_deleted", project=project_id, task=task_id)
+        for project in self.store.projects():
+            if project.deleting and not self._tasks(project):
+                self._remove_project(project)
+
     async def run(self) -> None:
-        """Sweep every minute until cancelled."""
+        """Finish what an earlier run left, then sweep every minute until cancelled."""
+        self.finish()
         while True:
             await asyncio.sleep(SWEEP_S)
             try:

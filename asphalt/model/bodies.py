@@ -5,12 +5,13 @@ body into the record it describes, are master/core/inputs.py's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from asphalt import wire
 from asphalt.model.graph import When
 from asphalt.model.hooks import HOOK_EVENTS, HookEvent
-from asphalt.wire import UNSET, Body, Meta, UnsetType
+from asphalt.wire import UNSET, Body, Meta, Query, UnsetType, field
 
 MAX_RETRIES = 100
 MAX_BACKOFF_S = 3600
@@ -57,6 +58,14 @@ HINTS = {
     "cron": 'must be a cron line of five fields, e.g. "*/15 * * * *", or @hourly, @daily, ...',
     "timezone": "must be an IANA time zone such as UTC or Europe/Berlin",
     "task": 'must be a task body, e.g. {"action": "make nightly"}',
+    "limit": "must be a whole number from 1 to 500",
+    "before": "must be the id of a task of this project, from the last page's `next`",
+    "run": "must be a run number of this task, 1 or more",
+    "attempt": "must be an attempt number of this job, 1 or more",
+    "stream": "must be stdout, stderr or both (the default)",
+    "follow": "must be true or false (1 or 0)",
+    "from": "must be a byte offset, 0 or more (an event's id)",
+    "all": "must be true or false (1 or 0)",
     "overlap": "must be skip (no firing while the last one's task runs) or allow",
     "catchup": "must be none (firings missed while the master was down are skipped) or last "
     "(the latest of them runs)",
@@ -159,3 +168,42 @@ def read(data: Any, kind: type[B], at: str = "") -> B:
     """A body (or the part of one at `at`, such as "jobs.build") from parsed JSON, or a 400 that
     names the field."""
     return wire.read(data, kind, HINTS, at=at)
+
+
+# Query parameters (read with wire.Query's rules: from text, others left alone).
+
+
+class TasksQuery(Query, frozen=True, kw_only=True):
+    """GET /projects/{p}: a page of its tasks, newest first."""
+
+    limit: Annotated[int, Meta(ge=1, le=500)] = 50
+    before: Name | None = None
+
+
+class RunQuery(Query, frozen=True, kw_only=True):
+    """GET /projects/{p}/tasks/{t}: which run (the newest without it)."""
+
+    run: Annotated[int, Meta(ge=1)] | None = None
+
+
+class OutputQuery(Query, frozen=True, kw_only=True):
+    """GET /jobs/{j}/output: which attempt, which stream, and whether to follow it live."""
+
+    attempt: Annotated[int, Meta(ge=1)] | None = None
+    stream: Literal["stdout", "stderr", "both"] = "both"
+    follow: bool = False
+    from_: Annotated[int, Meta(ge=0)] = field(default=0, name="from")
+
+
+class WorkersQuery(Query, frozen=True, kw_only=True):
+    """GET /workers: with all, also those gone for more than a day."""
+
+    all: bool = False
+
+
+Q = TypeVar("Q", bound=Query)
+
+
+def read_query(query: Mapping[str, str], kind: type[Q]) -> Q:
+    """A URL's query as a `kind`, or a 400 that names the parameter."""
+    return wire.read(dict(query), kind, HINTS, text=True)

@@ -6,11 +6,12 @@ import re
 
 from aiohttp import web
 
-from asphalt.errors import BadRequest, NotFound
-from asphalt.master.core.inputs import parse_jobs, parse_limit, parse_project, parse_task, whole
+from asphalt.errors import BadRequest, Conflict, NotFound
+from asphalt.master.core.inputs import parse_jobs, parse_project, parse_task, whole
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER, read_json, reply
+from asphalt.model.bodies import OutputQuery, RunQuery, TasksQuery, WorkersQuery, read_query
 from asphalt.model.records import Job, Project, Run, Task
 from asphalt.protocol import STREAMS
 
@@ -29,13 +30,11 @@ def _task(request: web.Request) -> tuple[Scheduler, Project, Task]:
 
 
 def _run(request: web.Request, task: Task) -> Run:
-    raw = request.query.get("run")
-    if raw is not None and not whole(raw):
-        raise BadRequest("run must be a run number", field="run")
-    run = task.run_number(int(raw) if raw else None)
+    number = read_query(request.query, RunQuery).run
+    run = task.run_number(number)
     if run is None:
         raise NotFound(
-            f"task {task.id} has no run {raw}; it has runs 1 to {len(task.runs)}", field="run"
+            f"task {task.id} has no run {number}; it has runs 1 to {len(task.runs)}", field="run"
         )
     return run
 
@@ -75,10 +74,11 @@ async def create_project(request: web.Request) -> web.Response:
 @routes.get("/projects/{project}", name="project")
 async def show_project(request: web.Request) -> web.Response:
     scheduler, project = _project(request)
-    limit = parse_limit(request.query.get("limit"))
+    query = read_query(request.query, TasksQuery)
+    limit = query.limit
     before = None
-    if "before" in request.query:
-        before = scheduler.store.task(project.id, request.query["before"])
+    if query.before is not None:
+        before = scheduler.store.task(project.id, query.before)
         if before is None:
             raise NotFound("before names no task of this project", field="before")
     tasks = scheduler.store.tasks(project.id, limit=limit + 1, before=before)
@@ -97,7 +97,14 @@ async def create_task(request: web.Request) -> web.Response:
     key = _idempotency(request)
     made = scheduler.store.made_by(key) if key else None
     if made is not None:
-        task = scheduler.tasks.task(project, made[1])
+        found = scheduler.store.task(project.id, made[1])
+        if found is None:
+            raise Conflict(
+                f"the task this Idempotency-Key made, {made[1]!r}, was deleted since; send the "
+                "task again with a new key to make it again",
+                field="Idempotency-Key",
+            )
+        task = found
     else:
         task = scheduler.tasks.create_task(project, parse_task(body), key=key)
     return reply(scheduler.views.task(project, task, task.current), 201)
@@ -156,36 +163,32 @@ async def rerun_job(request: web.Request) -> web.Response:
 async def job_output(request: web.Request) -> web.StreamResponse:
     """What is kept of a job's output: both streams as they interleaved, or ?stream= one."""
     scheduler, job = _job(request)
-    attempt = _attempt(request, job)
-    stream = _stream(request)
-    if request.query.get("follow") in ("1", "true") or "text/event-stream" in request.headers.get(
-        "Accept", ""
-    ):
-        return await _follow(request, scheduler, job, attempt, stream)
+    query = read_query(request.query, OutputQuery)
+    attempt = _attempt(query.attempt, job)
+    stream = STREAMS.get(query.stream)
+    if query.follow or "text/event-stream" in request.headers.get("Accept", ""):
+        return await _follow(request, scheduler, job, attempt, stream, query.from_)
     data = scheduler.store.output(job.id, attempt, stream=stream).data if attempt else b""
     return web.Response(body=data, content_type="text/plain", charset="utf-8")
 
 
-def _attempt(request: web.Request, job: Job) -> int:
-    raw = request.query.get("attempt")
-    if raw is None:
+def _attempt(given: int | None, job: Job) -> int:
+    if given is None:
         return job.attempt
     if job.attempt == 0:
         raise BadRequest("this job has not run yet, so it has no attempts", field="attempt")
-    if not whole(raw) or not 1 <= int(raw) <= job.attempt:
+    if given > job.attempt:
         raise BadRequest(f"attempt must be a number from 1 to {job.attempt}", field="attempt")
-    return int(raw)
-
-
-def _stream(request: web.Request) -> int | None:
-    raw = request.query.get("stream", "both")
-    if raw != "both" and raw not in STREAMS:
-        raise BadRequest("stream must be stdout, stderr or both (the default)", field="stream")
-    return STREAMS.get(raw)
+    return given
 
 
 async def _follow(
-    request: web.Request, scheduler: Scheduler, job: Job, attempt: int, stream: int | None
+    request: web.Request,
+    scheduler: Scheduler,
+    job: Job,
+    attempt: int,
+    stream: int | None,
+    start: int,
 ) -> web.StreamResponse:
     """Stream output until the attempt ends: plain text, or SSE whose ids are byte offsets."""
     sse = "text/event-stream" in request.headers.get("Accept", "")
@@ -194,8 +197,8 @@ async def _follow(
     response.charset = "utf-8"
     await response.prepare(request)
     # EventSource resends the last id it saw when it reconnects; a page starts it at ?from=.
-    resume = request.headers.get("Last-Event-ID") or request.query.get("from", "")
-    offset = int(resume) if whole(resume) else 0
+    resume = request.headers.get("Last-Event-ID", "")
+    offset = int(resume) if whole(resume) else start
     while True:
         current = scheduler.store.job(job.id) or job
         if attempt == 0:
@@ -249,10 +252,8 @@ def _sse(event: str, text: str, offset: int) -> bytes:
 @routes.get("/workers", name="workers")
 async def list_workers(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
-    every = request.query.get("all", "false")
-    if every not in ("true", "false", "1", "0"):
-        raise BadRequest("all must be true or false", field="all")
+    every = read_query(request.query, WorkersQuery).all
     who = auth.caller(request)
     sees = who.sees if who.projects else None
-    views = scheduler.views.workers(sees, every=every in ("true", "1"))
+    views = scheduler.views.workers(sees, every=every)
     return reply({"workers": views})

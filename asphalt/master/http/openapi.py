@@ -25,6 +25,13 @@ BODIES: dict[str, tuple[Any, ...]] = {
     "create_hook": (bodies.HookBody,),
     "create_schedule": (bodies.ScheduleBody,),
 }
+# The query each route reads, by route name (the Structs its handler reads it with).
+QUERIES: dict[str, Any] = {
+    "project": bodies.TasksQuery,
+    "task": bodies.RunQuery,
+    "job_output": bodies.OutputQuery,
+    "workers": bodies.WorkersQuery,
+}
 HIDDEN = frozenset({"login", "login_post", "logout", "static", "openapi"})  # pages, and this
 CREATED = frozenset({"create_project", "create_task", "add_jobs", "rerun_task", "rerun_job"})
 _PARAM = re.compile(r"\{(\w+)\}")
@@ -40,13 +47,18 @@ async def openapi(request: web.Request) -> web.Response:
 def document(app: web.Application) -> dict[str, Any]:
     """The document for `app`'s own routes (not a sub-application's: the worker protocol)."""
     kinds = [kind for shapes in BODIES.values() for kind in shapes]
-    schemas, components = wire.json_schemas([*kinds, bodies.ErrorAnswer], REF)
+    schemas, components = wire.json_schemas([*kinds, bodies.ErrorAnswer, *QUERIES.values()], REF)
+    queries = {
+        name: _ecma(_parameters(components[kind.__name__])) for name, kind in QUERIES.items()
+    }
+    for kind in QUERIES.values():
+        components.pop(kind.__name__)  # they are parameters, not a schema of their own
     by_kind = dict(zip(kinds, schemas, strict=False))
     body_schema = {
         name: by_kind[shapes[0]] if len(shapes) == 1 else {"oneOf": [by_kind[k] for k in shapes]}
         for name, shapes in BODIES.items()
     }
-    error = schemas[-1]
+    error = schemas[len(kinds)]  # ErrorAnswer's, after the bodies'
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         name, method = route.name, route.method.lower()
@@ -54,7 +66,9 @@ def document(app: web.Application) -> dict[str, Any]:
         path = info.get("formatter") or info.get("path")
         if not name or name in HIDDEN or method == "head" or not path or "/_worker" in path:
             continue
-        paths.setdefault(path, {})[method] = _operation(name, path, body_schema.get(name), error)
+        operation = _operation(name, path, body_schema.get(name), error)
+        operation["parameters"] += queries.get(name, [])
+        paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {
@@ -99,6 +113,25 @@ def _operation(
             "content": {"application/json": {"schema": body}},
         }
     return operation
+
+
+def _parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A query Struct's fields as optional query parameters, each with its rule's wording."""
+    found = []
+    for name, field in schema["properties"].items():
+        given = [o for o in field.get("anyOf", ()) if o != {"type": "null"}]
+        if len(given) == 1:  # a query leaves out what it does not give: null is not a value
+            field = given[0]
+        found.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": field,
+                "description": bodies.HINTS.get(name, ""),
+            }
+        )
+    return found
 
 
 def _ecma(value: Any) -> Any:

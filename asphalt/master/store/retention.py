@@ -25,8 +25,11 @@ def delete_task(tables: Tables, task: Task) -> None:
                     tables.delete(table, found)
     if task.callback is not None:  # what was still to be sent of it is not sent
         hooks.delete_deliveries(tables, callback_hook(task.project, task.id))
-    tables.delete("tasks", keys.task_key(task.project, task.id))
+    key = keys.task_key(task.project, task.id)
+    tables.delete("tasks", key)
     tables.delete("task_order", keys.order_key(task))
+    if tables.get("deleting", key) is not None:
+        tables.delete("deleting", key)
 
 
 def oldest_tasks(tables: Tables, project: str, *, created_before: float, limit: int) -> list[str]:
@@ -46,8 +49,25 @@ def save_project(tables: Tables, project: Project) -> None:
 
 
 def save_task(tables: Tables, task: Task) -> None:
-    """The task record alone (marked for deletion): no job of it changes with it."""
-    tables.put("tasks", keys.task_key(task.project, task.id), records.pack(task))
+    """The task record alone (marked for deletion): no job of it changes with it. A task marked
+    is also listed apart, so a master that stops before removing it finds it again."""
+    key = keys.task_key(task.project, task.id)
+    tables.put("tasks", key, records.pack(task))
+    if task.deleting:
+        tables.put("deleting", key, b"")
+
+
+def unmark(tables: Tables, project: str, task: str) -> None:
+    tables.delete("deleting", keys.task_key(project, task))
+
+
+def marked_tasks(tables: Tables) -> list[tuple[str, str]]:
+    """(project, task) of every task marked for deletion and not removed yet."""
+    found = []
+    for key in tables.keys("deleting", b""):
+        project, _, task = key.partition(keys.SEP)
+        found.append((project.decode(), task.decode()))
+    return found
 
 
 def delete_project(tables: Tables, project: Project) -> None:

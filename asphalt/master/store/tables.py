@@ -39,6 +39,7 @@ _DBS = (
     "delivery_keys",  # delivery id -> its key in deliveries
     "outbox",  # delivery id -> its key in deliveries, while it is still to be sent
     "schedules",  # project, name -> a schedule (schedules.py)
+    "deleting",  # project, task -> nothing, while the task is marked for deletion (retention.py)
 )
 _log = log.get("asphalt.store")
 
