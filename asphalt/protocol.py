@@ -39,6 +39,8 @@ STDOUT, STDERR = 1, 2
 STREAMS = {"stdout": STDOUT, "stderr": STDERR}
 Frame = tuple[int, bytes]  # a piece of output and the stream it came from
 _FRAME = struct.Struct(">BI")
+FRAME_HEADER = _FRAME.size  # what each frame adds to the bytes it carries
+MAX_FRAMES = 4096  # in one upload: each is a write to the store, and the master does them at once
 
 INT32 = 2**31 - 1
 MAX_SLOTS = 4096
@@ -270,6 +272,8 @@ def unpack_frames(body: bytes) -> list[Frame]:
     at = 0
     view = memoryview(body)
     while at < len(body):
+        if len(frames) == MAX_FRAMES:
+            raise BadRequest(f"an upload holds at most {MAX_FRAMES} frames", field="body")
         start = at
         if len(body) - at < _FRAME.size:
             raise BadRequest(f"the output frame at byte {start} is cut short", field="body")

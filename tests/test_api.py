@@ -7,7 +7,7 @@ import json
 
 from harness import REG, MasterFactory
 
-from asphalt.protocol import Finish
+from asphalt.protocol import STDERR, STDOUT, Finish
 from asphalt.worker.client import MasterClient
 
 OK = Finish(attempt=1, state="succeeded", status=0, reason=None, started_at=1.0, ended_at=2.0)
@@ -98,3 +98,28 @@ async def test_two_slow_requests_with_one_idempotency_key_make_one_task(
     assert all(a.startswith("HTTP/1.1 201") for a in answers), answers
     _, page = await m.call("GET", "/projects/p")
     assert len(page["tasks"]) == 1, page
+
+
+async def test_one_stream_followed_gets_a_character_split_by_the_other_stream_whole(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    async with MasterClient(m.url, join=m.join) as client:
+        w = (await client.register(REG)).worker
+        await m.new_task({"main": {"action": "x"}})
+        lease = await client.lease(w)
+        assert lease is not None
+        euro = "€".encode()  # three bytes: stdout's first two, stderr's line, stdout's last
+        pieces = [(STDOUT, b"a" + euro[:2]), (STDERR, b"E\n"), (STDOUT, euro[2:] + b"\n")]
+        for offset, piece in zip((0, 3, 5), pieces, strict=True):
+            await client.output(w, lease.job, 1, offset, [piece])
+        await client.finish(w, lease.job, OK)
+        url = f"{m.url}/jobs/{lease.job}/output"
+        async with m.session.get(url, params={"follow": "1", "stream": "stdout"}) as r:
+            assert await r.text() == "a€\n"
+        async with m.session.get(url, params={"follow": "1", "stream": "stderr"}) as r:
+            assert await r.text() == "E\n"
+        async with m.session.get(url, params={"follow": "1"}) as r:
+            assert (await r.read()) == b"a" + euro[:2] + b"E\n" + euro[2:] + b"\n"
+        async with m.session.get(url, params={"follow": "1", "from": str(2**64)}) as r:
+            assert r.status == 400  # an offset no output reaches: named, not a 500

@@ -99,3 +99,32 @@ async def test_a_callback_gets_its_tasks_completion_signed_with_its_secret_or_th
         assert status == 200
         status, _ = await m.call("GET", "/projects/p/tasks/a/deliveries")
         assert status == 404
+
+
+async def test_a_callback_pointed_at_the_master_itself_gets_no_trust_from_loopback(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    # A submitter aims the callback at an admin route, hoping the master trusts itself.
+    callback = {"url": m.url + "/workers/join-token", "secret": OWN}
+    status, _ = await m.call(
+        "POST", "/projects/p", {"id": "t", "action": "x", "callback": callback}
+    )
+    assert status == 201
+    await _run_jobs(m, 1)
+    delivery: dict[str, Any] = {}
+    for _ in range(100):
+        _, listed = await m.call("GET", "/projects/p/tasks/t/deliveries")
+        delivery = listed["deliveries"][0] if listed["deliveries"] else {}
+        if delivery.get("tries"):
+            break
+        await asyncio.sleep(0.05)
+    assert delivery["lastStatus"] == 401, delivery  # a delivery is never a local admin
+    assert (m.data / "join.token").read_text().strip() == m.join  # not rotated
+    # What a receiver answered is for admins: a read token sees the status, not the body.
+    _, token = await m.call("POST", "/tokens", {"name": "r", "scope": "read"})
+    reader = {"Authorization": f"Bearer {token['token']}"}
+    _, seen = await m.call("GET", "/projects/p/tasks/t/deliveries", headers=reader)
+    assert seen["deliveries"][0]["lastStatus"] == 401
+    assert seen["deliveries"][0]["lastAnswer"] is None

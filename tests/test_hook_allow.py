@@ -35,6 +35,20 @@ def test_networks_and_domains_decide_and_nothing_given_allows_everywhere() -> No
         only_names.check("http://somewhere.else/x", field="url")
     with pytest.raises(ValueError, match="give a network"):
         HookAllow(["not a name"])
+    with pytest.raises(ValueError, match="part of an address"):
+        HookAllow(["192.168.1"])  # a /24 mistyped: not taken as a domain
+
+
+@pytest.mark.parametrize(
+    "host", ["127.1", "2130706433", "0x7f.0.0.1", "[::ffff:127.0.0.1]", "127.0.0.1."]
+)
+def test_an_address_in_any_spelling_is_judged_as_that_address(host: str) -> None:
+    allow = HookAllow(["10.0.0.0/8", "example.com"])
+    with pytest.raises(BadRequest):
+        allow.check(f"http://{host}:9/x", field="url")
+    assert not allow.name_allowed(host.strip("[]"))
+    assert HookAllow(["127.0.0.0/8"]).address_allowed(host.strip("[]").rstrip("."))
+    assert HookAllow(["10.0.0.0/8"]).address_allowed("::ffff:10.0.0.1")
 
 
 def test_the_flag_is_a_list_checked_at_start() -> None:

@@ -4,7 +4,9 @@ streaming, cancellation, no strays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 import uuid
 from dataclasses import replace
@@ -320,6 +322,24 @@ async def test_a_child_that_left_the_process_group_is_found_by_its_job_id(tmp_pa
     await HostRuntime().run(spec(f"setsid sleep 100 & echo $! >{pids}"), Output(), grace_s=5)
     assert time.monotonic() - started < 60  # not the child's 100 s
     assert not alive(int(pids.read_text()))
+
+
+async def test_a_process_that_escaped_holding_only_stderr_does_not_hang_the_job(
+    tmp_path: Path,
+) -> None:
+    # Its own session and no job variables: nothing finds it to stop it. It holds stderr and
+    # not stdout; the job ends once stderr has been quiet a moment, as with one pipe.
+    pids = tmp_path / "pids"
+    job = spec(f"env -i KEEP=1 setsid sleep 30 >/dev/null </dev/null & echo $! >{pids}; echo done")
+    started = time.monotonic()
+    out = Output()
+    try:
+        status = await asyncio.wait_for(HostRuntime().run(job, out, grace_s=1), 25)
+        assert (status, out.text) == (0, "done\n")
+        assert time.monotonic() - started < 20  # not the escaped sleep's 30 s
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.kill(int(pids.read_text()), signal.SIGKILL)  # the one we started, by its id
 
 
 async def test_a_failing_sink_stops_the_job(tmp_path: Path) -> None:

@@ -150,6 +150,13 @@ async def test_schedules_are_checked_listed_paused_and_deleted_over_the_api(
     assert made["nextAt"].endswith(":00:00.000Z") and made["firings"] == []
     assert made["task"]["secrets"] == {"TOKEN": "***"}
     assert (await m.call("POST", "/projects/p/schedules", good))[0] == 409
+    callback = {"url": "http://ci.example/done", "secret": "callback-secret-1234"}
+    signed = {**good, "name": "signed", "task": {"action": "x", "callback": callback}}
+    status, made_signed = await m.call("POST", "/projects/p/schedules", signed)
+    assert status == 201 and made_signed["task"]["callback"]["secret"] == "***", made_signed
+    _, listed = await m.call("GET", "/projects/p/schedules")
+    assert "callback-secret-1234" not in str(listed)
+    assert (await m.call("DELETE", "/projects/p/schedules/signed"))[0] == 200
     _, listed = await m.call("GET", "/projects/p/schedules")
     assert [s["name"] for s in listed["schedules"]] == ["nightly"]
     assert "hunter2" not in str(listed)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from asphalt.errors import Conflict, StoreFull, Unavailable
-from asphalt.master.store import GAP_MARKER, Store
+from asphalt.master.store import GAP_MARKER, Store, keys, migrations, records
 from asphalt.model.records import (
     Job,
     JobInput,
@@ -174,3 +176,27 @@ def test_a_job_moves_only_along_the_transition_table() -> None:
         check_transition(None, job.to(JobState.RUNNING))
     check_transition(job, job.to(JobState.RUNNING))
     assert replace(job, state=JobState.SKIPPED).requeued().state is JobState.QUEUED
+
+
+def test_output_cut_by_the_release_before_reads_its_end_after_the_upgrade(tmp_path: Path) -> None:
+    """Schema 2 cut output at the cap and counted the rest: its pieces (keys without a stream)
+    end at what was kept, and the length received was more."""
+    store = Store(tmp_path / "s")
+    prefix = keys.output_prefix("j", 1)
+    kept = b"x" * 100 + b"\n[asphalt: output cut at 100 bytes; the rest of it is not kept]\n"
+
+    def legacy(t: Any) -> None:
+        t.put("output", prefix + struct.pack(">Q", 0), kept)
+        t.put("outmeta", prefix, records.pack_value((5000, len(kept))))
+        t.put("meta", migrations.VERSION_KEY, records.pack_value(2))
+
+    store.change(legacy)
+    store.close()
+    store = Store(tmp_path / "s")
+    try:
+        assert store.output_received("j", 1) == len(kept)
+        assert store.output("j", 1, len(kept) - 20).data == kept[-20:]  # its end, to show
+        assert store.output("j", 1).data == kept
+        assert store.output("j", 1, stream=STDOUT).data == kept  # no stream byte: stdout
+    finally:
+        store.close()

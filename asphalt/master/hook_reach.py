@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from asphalt.model.hook_allow import HookAllow
+from asphalt.model.hook_allow import HookAllow, literal
 
 
 class AllowedResolver(AbstractResolver):
@@ -42,12 +42,9 @@ def connector(allow: HookAllow) -> aiohttp.TCPConnector:
 
 
 def refusal(allow: HookAllow, url: str) -> str | None:
-    """Why a send to `url` may not go, for a host that is an address (those are not resolved)."""
+    """Why a send to `url` may not go, for a host that is an address in any spelling (those
+    are not resolved, so the resolver cannot judge them)."""
     host = urlsplit(url).hostname or ""
-    if allow.name_allowed(host) or allow.address_allowed(host):
-        return None
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
+    if literal(host) is None or allow.address_allowed(host):
         return None  # a name: the resolver judges what it resolves to
     return f"{host} is not an address -hook-allow allows"

@@ -111,7 +111,8 @@ class Sender:
                 return
             hook = self.hooks.find(delivery.hook)
             if hook is None:
-                self._save(_ended(delivery, "its hook was deleted", self.now()))
+                gone = "its hook was deleted (or, for a task's callback, its task or its secret)"
+                self._save(_ended(delivery, gone, self.now()))
                 return
             refused = hook_reach.refusal(self.hooks.allow, hook.url)
             if refused is not None:

@@ -85,7 +85,10 @@ class Retention:
 
     async def run(self) -> None:
         """Finish what an earlier run left, then sweep every minute until cancelled."""
-        self.finish()
+        try:
+            self.finish()
+        except Exception:  # retention must never take the master down
+            _log.exception("finish_failed")
         while True:
             await asyncio.sleep(SWEEP_S)
             try:

@@ -14,6 +14,7 @@ from asphalt.model.hooks import HOOK_EVENTS, HookEvent
 from asphalt.wire import UNSET, Body, Meta, Query, UnsetType, field
 
 MAX_RETRIES = 100
+MAX_OFFSET = 2**63 - 1  # the most a byte offset in a job's output may be
 MAX_BACKOFF_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"  # \Z: "$" would let a newline end it
@@ -192,7 +193,7 @@ class OutputQuery(Query, frozen=True, kw_only=True):
     attempt: Annotated[int, Meta(ge=1)] | None = None
     stream: Literal["stdout", "stderr", "both"] = "both"
     follow: bool = False
-    from_: Annotated[int, Meta(ge=0)] = field(default=0, name="from")
+    from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET)] = field(default=0, name="from")
 
 
 class WorkersQuery(Query, frozen=True, kw_only=True):

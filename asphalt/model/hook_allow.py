@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from asphalt.errors import BadRequest
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NUMERIC = re.compile(r"[0-9.]+")
 _DOMAIN = re.compile(r"(?:\*\.)?([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})*)")
 
 
@@ -31,6 +34,11 @@ class HookAllow:
             except ValueError:
                 pass
             match = _DOMAIN.fullmatch(item.lower().rstrip("."))
+            if match is not None and _NUMERIC.fullmatch(match.group(1)):
+                raise ValueError(
+                    f"-hook-allow {item!r} looks like part of an address: give a network such "
+                    "as 192.168.1.0/24, or a whole address"
+                )
             if match is None:
                 raise ValueError(
                     f"-hook-allow {item!r}: give a network (10.0.0.0/8, 192.168.1.20) or a "
@@ -44,18 +52,20 @@ class HookAllow:
         return not self.items
 
     def name_allowed(self, host: str) -> bool:
-        """Whether a host name lies in an allowed domain (then any address it has will do)."""
+        """Whether a host name lies in an allowed domain (then any address it has will do); an
+        address, in any of its spellings, is never a name."""
+        if self.everywhere:
+            return True
         host = host.lower().rstrip(".")
-        return self.everywhere or any(host == d or host.endswith("." + d) for d in self.domains)
+        if literal(host) is not None:
+            return False
+        return any(host == d or host.endswith("." + d) for d in self.domains)
 
     def address_allowed(self, address: str) -> bool:
         if self.everywhere:
             return True
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        ip = literal(address)
+        return ip is not None and any(ip in network for network in self.networks)
 
     def check(self, url: str, *, field: str) -> None:
         """Refuse, with a 400 naming `field`, a URL no send could be allowed to reach: an
@@ -64,14 +74,25 @@ class HookAllow:
         host = urlsplit(url).hostname or ""
         if self.name_allowed(host) or self.address_allowed(host):
             return
-        try:
-            ipaddress.ip_address(host)
-            literal = True
-        except ValueError:
-            literal = False
-        if literal or not self.networks:
+        if literal(host) is not None or not self.networks:
             raise BadRequest(
                 f"{host} is not among the places hooks may reach (-hook-allow "
                 f"{','.join(self.items)}); ask the master's operator to allow it",
                 field=field,
             )
+
+
+def literal(host: str) -> Address | None:
+    """The address a host is, if it is one: in any spelling the system's resolver reads as one
+    (127.1, 2130706433, 0x7f.1), and an IPv4 address mapped into IPv6 as the IPv4 one."""
+    text = host.strip("[]").split("%", 1)[0].rstrip(".")
+    try:
+        ip: Address = ipaddress.ip_address(text)
+    except ValueError:
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from asphalt.errors import BadRequest
-from asphalt.model.records import rfc3339
+from asphalt.model.records import MASK, rfc3339
 from asphalt.wire import Record
 
 Overlap = Literal["skip", "allow"]
@@ -51,11 +51,7 @@ class Schedule(Record, frozen=True, kw_only=True):
     firings: tuple[Firing, ...] = ()
 
     def view(self, now: float) -> dict[str, Any]:
-        task = dict(self.task)
-        if task.get("secrets") or any(
-            isinstance(j, dict) and j.get("secrets") for j in dict(task.get("jobs") or {}).values()
-        ):
-            task = _masked(task)
+        task = _masked(dict(self.task))
         return {
             "project": self.project,
             "name": self.name,
@@ -80,12 +76,15 @@ class Schedule(Record, frozen=True, kw_only=True):
 
 
 def _masked(task: dict[str, Any]) -> dict[str, Any]:
-    """The body with its secrets' values hidden (names kept)."""
+    """The body with its secrets' values hidden (names kept), and its callback's secret."""
+    callback = task.get("callback")
+    if isinstance(callback, dict) and callback.get("secret") is not None:
+        task["callback"] = {**callback, "secret": MASK}
     if isinstance(task.get("secrets"), dict):
-        task["secrets"] = dict.fromkeys(task["secrets"], "***")
+        task["secrets"] = dict.fromkeys(task["secrets"], MASK)
     if isinstance(task.get("jobs"), dict):
         task["jobs"] = {
-            name: {**job, "secrets": dict.fromkeys(job["secrets"], "***")}
+            name: {**job, "secrets": dict.fromkeys(job["secrets"], MASK)}
             if isinstance(job, dict) and isinstance(job.get("secrets"), dict)
             else job
             for name, job in task["jobs"].items()

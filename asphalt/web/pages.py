@@ -14,7 +14,7 @@ from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import admin as admin_api
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER
-from asphalt.master.http.hooks_api import HOOKS
+from asphalt.master.http.hooks_api import HOOKS, callback_views
 from asphalt.master.http.retention_api import RETENTION
 from asphalt.master.http.schedules_api import SCHEDULES
 from asphalt.model.hooks import Delivery
@@ -278,7 +278,9 @@ def _deliveries(
     context = {
         "project": project.view(),
         "hook": shown,
-        "deliveries": [d.view() for d in deliveries],
+        "deliveries": callback_views(request, deliveries)
+        if task_id
+        else [d.view() for d in deliveries],
         "redeliver_base": base,
         "can_redeliver": who is not None and who.may(Scope.SUBMIT if task_id else Scope.ADMIN),
         "task_id": task_id,

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 
 from asphalt import log
-from asphalt.protocol import STDOUT, Frame
+from asphalt.protocol import FRAME_HEADER, MAX_FRAMES, STDOUT, Frame
 from asphalt.worker.client import MasterClient, MasterError, Stale
 
 _log = log.get("asphalt.uploader")
 # What one request carries at most. A job that prints faster than the master takes it has this
 # much gathered while a send is on its way, so each of the master's syncs stores more of it.
 PIECE_MAX = 512 << 10
+RUN_COST = 64  # what a run of one stream costs in memory beside its bytes (the buffer's cap)
 
 
 class Uploader:
@@ -41,7 +42,7 @@ class Uploader:
         self.stale = False  # the master gave this attempt to someone else; stop sending
 
     async def write(self, chunk: bytes, stream: int = STDOUT) -> None:
-        if self._size >= self._buffer_cap:
+        if self._held() >= self._buffer_cap:
             # The master is away and the buffer is full: memory stays bounded, and a marker
             # says what was left out (offsets count what is sent, so they stay consistent).
             self._dropped += len(chunk)
@@ -59,7 +60,7 @@ class Uploader:
             if self._sending is not None and not self._sending.cancelled():
                 self._sending.result()  # one that failed outright stops the job, as a sink's would
             self._sending = asyncio.ensure_future(self.flush())
-        elif self._size >= PIECE_MAX:
+        elif self._held() >= PIECE_MAX:
             await asyncio.shield(self._sending)
 
     async def flush(self) -> bool:
@@ -83,6 +84,10 @@ class Uploader:
                 self._sent = received
             return True
 
+    def _held(self) -> int:
+        """What the buffer holds, its runs' own cost counted."""
+        return self._size + RUN_COST * len(self._buffer)
+
     def _add(self, stream: int, data: bytes) -> None:
         if self._buffer and self._buffer[-1][0] == stream:
             self._buffer[-1][1].extend(data)
@@ -91,11 +96,14 @@ class Uploader:
         self._size += len(data)
 
     def _piece(self) -> list[Frame]:
-        """Up to PIECE_MAX from the front of the buffer, run by run."""
+        """Up to PIECE_MAX from the front of the buffer, run by run, frame headers counted, and
+        at most MAX_FRAMES runs: a job that switches streams byte by byte still sends bodies the
+        master takes, and each takes the master a moment only."""
         piece: list[Frame] = []
         room = max(self._flush_bytes, PIECE_MAX)
         for stream, run in self._buffer:
-            if room <= 0:
+            room -= FRAME_HEADER
+            if room <= 0 or len(piece) == MAX_FRAMES:
                 break
             piece.append((stream, bytes(run[:room])))
             room -= len(run)

@@ -11,7 +11,14 @@ from asphalt.master.core.inputs import parse_jobs, parse_project, parse_task, wh
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER, read_json, reply
-from asphalt.model.bodies import OutputQuery, RunQuery, TasksQuery, WorkersQuery, read_query
+from asphalt.model.bodies import (
+    MAX_OFFSET,
+    OutputQuery,
+    RunQuery,
+    TasksQuery,
+    WorkersQuery,
+    read_query,
+)
 from asphalt.model.records import Job, Project, Run, Task
 from asphalt.protocol import STREAMS
 
@@ -198,23 +205,25 @@ async def _follow(
     await response.prepare(request)
     # EventSource resends the last id it saw when it reconnects; a page starts it at ?from=.
     resume = request.headers.get("Last-Event-ID", "")
-    offset = int(resume) if whole(resume) else start
+    offset = int(resume) if whole(resume) and int(resume) <= MAX_OFFSET else start
+    held = b""  # the start of a character cut in two: it waits for its rest
     while True:
         current = scheduler.store.job(job.id) or job
         if attempt == 0:
             attempt = current.attempt
         read = scheduler.store.output(job.id, attempt, offset, stream=stream) if attempt else None
-        data = read.data if read else b""
-        whole_text = _complete_utf8(data)
-        if read:  # a character cut in two waits for its rest, read again from where it began
-            offset = read.end if whole_text == len(data) else read.last - (len(data) - whole_text)
-        data = data[:whole_text]
+        data = held + (read.data if read else b"")
+        offset = read.end if read else offset
+        cut = _complete_utf8(data)
+        data, held = data[:cut], data[cut:]
+        ended = current.attempt != attempt or current.state.terminal
+        if ended and not data:
+            data, held = held, b""  # it has no rest coming: shown as it is
         if data:
             await scheduler.store.flushed()  # never show bytes before they are on disk
             await response.write(
                 _sse("output", data.decode("utf-8", "replace"), offset) if sse else data
             )
-        ended = current.attempt != attempt or current.state.terminal
         if scheduler.closing and not ended:
             break  # no "end": a browser reconnects (from its last id) once the master is back
         if ended and not data:

@@ -38,6 +38,7 @@ FORWARDING = (
     "Via",
 )
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+DELIVERY = "Asphalt-Delivery"  # the header on every delivery the hook sender makes
 # Routes anyone may reach: the login page needs them (the rest of the page is static files), and
 # the health checks a load balancer makes, which say nothing but "ok" or "ready".
 OPEN_ROUTES = frozenset({"login", "login_post", "logout", "static", "healthz", "readyz"})
@@ -176,6 +177,10 @@ def from_this_box(request: web.Request) -> bool:
     """Made on the loopback interface, naming loopback, with nothing forwarded through a proxy."""
     transport = request.transport
     if transport is None or any(h in request.headers for h in FORWARDING):
+        return False
+    if DELIVERY in request.headers:
+        # A webhook or task callback the master sends itself (a URL pointed at it): the one
+        # who chose the URL is not on this box, so the request is not trusted as local.
         return False
     on_loopback = _CONNECTIONS.get(transport)
     if on_loopback is None:  # once per connection, not per request of a kept-alive one

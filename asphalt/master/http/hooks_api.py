@@ -3,15 +3,18 @@ URL may itself be a credential), their deliveries, and sending one again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from asphalt.errors import NotFound
 from asphalt.master.hooks import Webhooks
+from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER, read_json, reply
 from asphalt.model import bodies
 from asphalt.model.bodies import HookBody
-from asphalt.model.hooks import Hook, callback_hook
-from asphalt.model.records import Project, Task
+from asphalt.model.hooks import Delivery, Hook, callback_hook
+from asphalt.model.records import Project, Scope, Task
 
 HOOKS = web.AppKey("hooks", Webhooks)
 routes = web.RouteTableDef()
@@ -81,7 +84,17 @@ def _callback(request: web.Request) -> tuple[Webhooks, Hook | None, Project, Tas
 async def task_deliveries(request: web.Request) -> web.Response:
     """The deliveries of a task's callback, newest first."""
     hooks, _, project, task = _callback(request)
-    return reply({"deliveries": [d.view() for d in hooks.deliveries_of(project, task)]})
+    return reply({"deliveries": callback_views(request, hooks.deliveries_of(project, task))})
+
+
+def callback_views(request: web.Request, deliveries: list[Delivery]) -> list[dict[str, Any]]:
+    """A callback's deliveries as a caller may see them: what its receiver answered only for an
+    admin (a receiver's answer is whatever that URL gives, and a `read` token sees these)."""
+    views = [d.view() for d in deliveries]
+    if not auth.caller(request).may(Scope.ADMIN):
+        for view in views:
+            view["lastAnswer"] = None
+    return views
 
 
 @routes.post(

@@ -17,7 +17,7 @@ from asphalt.model.graph import roles_as_graph
 if TYPE_CHECKING:
     from asphalt.master.store.batch import Txn
 
-SCHEMA = 2
+SCHEMA = 3
 VERSION_KEY = b"schema"
 
 
@@ -140,4 +140,15 @@ def _roles_to_names(tables: Tables) -> None:
                 tables.put("jobs", key, new)
 
 
-_STEPS: dict[int, Callable[[Tables], None]] = {1: _roles_to_names}
+def _output_ends(tables: Tables) -> None:
+    """2 -> 3: output past the cap was cut, its last bytes counted and not kept; now it keeps
+    its end, and a piece's key says where in all the job printed it began. Output cut the old
+    way ends where it was cut, its marker in it: its length received is what it kept, so that
+    reading its end (the last 64 KiB a view shows) finds what is there."""
+    for key, raw in tables.items("outmeta"):
+        received, stored = records.unpack_value(raw)
+        if int(received) > int(stored):
+            tables.put("outmeta", key, records.pack_value((int(stored), int(stored))))
+
+
+_STEPS: dict[int, Callable[[Tables], None]] = {1: _roles_to_names, 2: _output_ends}

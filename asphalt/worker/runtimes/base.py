@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import time
@@ -119,6 +120,7 @@ class OutputPipe:
     def __init__(self, reader: asyncio.StreamReader, write_fd: int, stream: int) -> None:
         self._reader = reader
         self._waiting_since: float | None = None
+        self._ended = False  # every writer has closed it
         self.write_fd = write_fd  # whoever is handed it closes it
         self.stream = stream  # what is written to it is the job's stdout, or its stderr
 
@@ -129,11 +131,15 @@ class OutputPipe:
             chunk = await self._reader.read(_READ_SIZE)
             self._waiting_since = None
             if not chunk:
+                self._ended = True
                 return
             await sink(chunk, self.stream)
 
     def quiet_s(self) -> float:
-        """How long copy_to has been waiting for output (0 while a sink has some)."""
+        """How long copy_to has been waiting for output (0 while a sink has some; forever once
+        the pipe has ended, so that another pipe's quiet decides)."""
+        if self._ended:
+            return math.inf
         return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
 
 
