@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,15 +13,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from asphalt.config import MasterConfig
-from asphalt.protocol import PROTOCOL, STDERR, STDOUT, Registration
+from asphalt.protocol import PROTOCOL, STDERR, STDOUT, Finish, Registration
+from asphalt.worker.client import MasterClient
 
 T = TypeVar("T")
 
@@ -263,3 +266,49 @@ class Output:
     def of(self, stream: int) -> str:
         """What came on one stream."""
         return b"".join(self.streams[stream]).decode()
+
+
+async def end_jobs(m: Master, count: int = 1, state: str = "succeeded", status: int = 0) -> None:
+    """Lease the next `count` jobs as a worker would, and end each without output."""
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(REG)).worker
+        for _ in range(count):
+            lease = await client.lease(worker)
+            assert lease is not None
+            fin = Finish(
+                attempt=lease.attempt,
+                state=state,
+                status=status,
+                reason=None,  # type: ignore[arg-type]
+                started_at=1.0,
+                ended_at=2.0,
+            )
+            await client.finish(worker, lease.job, fin)
+
+
+class Seen:
+    """What a webhook receiver was sent: (path, headers, body) of each POST, oldest first."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def until(self, count: int, timeout_s: float = 5.0) -> None:
+        for _ in range(int(timeout_s / 0.05)):
+            if len(self.posts) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def receiver(status: int = 204) -> AsyncIterator[tuple[TestServer, Seen]]:
+    """A webhook receiver on 127.0.0.1 that answers every POST with `status`."""
+    seen = Seen()
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.posts.append((request.path, dict(request.headers), await request.read()))
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/{name}", receive)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield server, seen

@@ -9,12 +9,7 @@ import hmac
 import json
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from harness import REG, MasterFactory
-
-from asphalt.protocol import Finish
-from asphalt.worker.client import MasterClient
+from harness import MasterFactory, end_jobs, receiver
 
 OWN = "a-secret-of-the-tasks-own"
 PROJECTS = "the-projects-callback-secret"
@@ -26,38 +21,21 @@ def _signed_with(secret: str, headers: Any, body: bytes) -> bool:
     return hmac.compare_digest(mac.hexdigest(), parts["v1"])
 
 
-async def _run_jobs(m: Any, count: int) -> None:
-    async with MasterClient(m.url, join=m.join) as client:
-        worker = (await client.register(REG)).worker
-        for _ in range(count):
-            lease = await client.lease(worker)
-            assert lease is not None
-            fin = Finish(attempt=1, state="failed", status=2, reason=None, started_at=1, ended_at=2)
-            await client.finish(worker, lease.job, fin)
-
-
 async def test_a_callback_gets_its_tasks_completion_signed_with_its_secret_or_the_projects(
     master: MasterFactory,
 ) -> None:
-    seen: list[tuple[str, dict[str, str], bytes]] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        seen.append((request.path, dict(request.headers), await request.read()))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/{name}", receive)
-    async with TestServer(app, host="127.0.0.1") as receiver:
+    async with receiver() as (server, got):
+        seen = got.posts
         m = await master()
         await m.call("POST", "/", {"name": "p"})
-        own = {"url": str(receiver.make_url("/own")), "secret": OWN}
+        own = {"url": str(server.make_url("/own")), "secret": OWN}
         status, task = await m.call(
             "POST", "/projects/p", {"id": "a", "action": "x", "callback": own}
         )
         assert status == 201, task
         assert task["callback"]["url"] == own["url"] and OWN not in json.dumps(task)
         # Without a secret of its own a callback needs the project's: a 400 that says so.
-        bare = {"id": "b", "action": "x", "callback": str(receiver.make_url("/bare"))}
+        bare = {"id": "b", "action": "x", "callback": str(server.make_url("/bare"))}
         status, refused = await m.call("POST", "/projects/p", bare)
         assert status == 400 and refused["field"] == "callback", refused
         assert "callback_secret" in refused["error"]
@@ -67,11 +45,8 @@ async def test_a_callback_gets_its_tasks_completion_signed_with_its_secret_or_th
         assert status == 201
         status, bad = await m.call("POST", "/projects/p", {"action": "x", "callback": "ftp://h/x"})
         assert status == 400 and bad["field"] == "callback", bad
-        await _run_jobs(m, 2)
-        for _ in range(100):
-            if len(seen) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        await end_jobs(m, 2, state="failed", status=2)
+        await got.until(2)
         by_path = {path: (headers, body) for path, headers, body in seen}
         assert set(by_path) == {"/own", "/bare"}, seen
         assert _signed_with(OWN, *by_path["/own"]) and _signed_with(PROJECTS, *by_path["/bare"])
@@ -88,10 +63,7 @@ async def test_a_callback_gets_its_tasks_completion_signed_with_its_secret_or_th
         path = f"/projects/p/tasks/a/deliveries/{delivery['id']}/redeliver"
         status, again = await m.call("POST", path)
         assert status == 202 and again["id"] == delivery["id"], again
-        for _ in range(100):
-            if len(seen) >= 3:
-                break
-            await asyncio.sleep(0.05)
+        await got.until(3)
         assert seen[-1][0] == "/own" and seen[-1][1]["Asphalt-Delivery"] == delivery["id"]
 
         # Deleting the task takes its callback's deliveries with it.
@@ -112,7 +84,7 @@ async def test_a_callback_pointed_at_the_master_itself_gets_no_trust_from_loopba
         "POST", "/projects/p", {"id": "t", "action": "x", "callback": callback}
     )
     assert status == 201
-    await _run_jobs(m, 1)
+    await end_jobs(m, 1, state="failed", status=2)
     delivery: dict[str, Any] = {}
     for _ in range(100):
         _, listed = await m.call("GET", "/projects/p/tasks/t/deliveries")

@@ -6,15 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from harness import REG, MasterFactory
+from harness import MasterFactory, end_jobs, receiver
 
 from asphalt.cli import parse
 from asphalt.errors import BadRequest
 from asphalt.model.hook_allow import HookAllow
-from asphalt.protocol import Finish
-from asphalt.worker.client import MasterClient
 
 
 def test_networks_and_domains_decide_and_nothing_given_allows_everywhere() -> None:
@@ -58,28 +54,11 @@ def test_the_flag_is_a_list_checked_at_start() -> None:
         parse(["-hook-allow", "10.0.0.0/33"])
 
 
-async def _finish_one(m: object) -> None:
-    async with MasterClient(m.url, join=m.join) as client:  # type: ignore[attr-defined]
-        worker = (await client.register(REG)).worker
-        lease = await client.lease(worker)
-        assert lease is not None
-        fin = Finish(attempt=1, state="succeeded", status=0, reason=None, started_at=1, ended_at=2)
-        await client.finish(worker, lease.job, fin)
-
-
 async def test_a_receiver_outside_the_allowed_networks_is_refused_or_never_reached(
     master: MasterFactory,
 ) -> None:
-    seen: list[str] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/{name}", receive)
-    async with TestServer(app, host="127.0.0.1") as receiver:
-        port = receiver.port
+    async with receiver() as (server, seen):
+        port = server.port
         m = await master(hook_allow=("10.0.0.0/8",), hook_retry_s=60)
         await m.call("POST", "/", {"name": "p"})
         by_address = {"url": f"http://127.0.0.1:{port}/a", "events": ["task.completed"]}
@@ -93,7 +72,7 @@ async def test_a_receiver_outside_the_allowed_networks_is_refused_or_never_reach
         status, hook = await m.call("POST", "/projects/p/hooks", by_name)
         assert status == 201, hook
         await m.call("POST", "/projects/p", {"action": "x"})
-        await _finish_one(m)
+        await end_jobs(m)
         delivery: dict[str, object] = {}
         for _ in range(100):
             _, listed = await m.call("GET", f"/projects/p/hooks/{hook['id']}/deliveries")
@@ -103,31 +82,20 @@ async def test_a_receiver_outside_the_allowed_networks_is_refused_or_never_reach
             await asyncio.sleep(0.05)
         assert delivery["tries"] == 1 and delivery["state"] == "pending", delivery
         assert "-hook-allow does not allow" in str(delivery["lastAnswer"]), delivery
-        assert seen == []
+        assert seen.posts == []
 
 
 @pytest.mark.parametrize("allowed", ["127.0.0.0/8", "localhost"], ids=["network", "domain"])
 async def test_a_receiver_inside_what_is_allowed_is_reached(
     master: MasterFactory, allowed: str
 ) -> None:
-    seen: list[str] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/{name}", receive)
-    async with TestServer(app, host="127.0.0.1") as receiver:
+    async with receiver() as (server, seen):
         m = await master(hook_allow=(allowed,))
         await m.call("POST", "/", {"name": "p"})
-        hook = {"url": f"http://localhost:{receiver.port}/n", "events": ["task.completed"]}
+        hook = {"url": f"http://localhost:{server.port}/n", "events": ["task.completed"]}
         status, _ = await m.call("POST", "/projects/p/hooks", hook)
         assert status == 201
         await m.call("POST", "/projects/p", {"action": "x"})
-        await _finish_one(m)
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.05)
-        assert seen == ["/n"]
+        await end_jobs(m)
+        await seen.until(1)
+        assert [path for path, _, _ in seen.posts] == ["/n"]
