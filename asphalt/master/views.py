@@ -25,9 +25,10 @@ class Views:
         self.tasks = tasks
         self.registry = registry
 
-    def output_text(self, job: Job, *, tail: int = OUTPUT_TAIL) -> str:
-        """The end of the job's output, at most `tail` bytes, and where the rest is."""
-        size = self.output_size(job)
+    def output_text(self, job: Job, *, tail: int = OUTPUT_TAIL, size: int | None = None) -> str:
+        """The end of the job's output, at most `tail` bytes, and where the rest is (`size`:
+        its output_size, if the caller has it)."""
+        size = self.output_size(job) if size is None else size
         start = max(0, size - tail)
         data = self.store.output(job.id, job.attempt, start).data if size else b""
         text = data.decode("utf-8", "replace")
@@ -53,10 +54,11 @@ class Views:
             task = self.store.task(job.project, job.task)
             run = task.run_number(job.run) if task else None
             jobs = self.tasks.run_jobs(run) if run else None
-        text = self.output_text(job, tail=tail) if output else None
+        size = self.output_size(job) if output else 0
+        text = self.output_text(job, tail=tail, size=size) if output else None
         body = job.view(output=text, reason=self.tasks.reason(job, jobs))
         if output:
-            body["outputBytes"] = self.output_size(job)
+            body["outputBytes"] = size
             body["outputUrl"] = f"/jobs/{job.id}/output"
         name = self.registry.name(job.worker) if job.worker else None
         if name is not None:
