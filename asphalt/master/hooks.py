@@ -98,21 +98,11 @@ class Webhooks:
         with or else its project's."""
         if hook_id.startswith(CALLBACK):
             project_id, _, task_id = hook_id.removeprefix(CALLBACK).partition("/")
-            project, task = self.store.project(project_id), self.store.task(project_id, task_id)
-            callback = task.callback if task is not None else None
-            secret = callback.secret if callback is not None else None
-            if secret is None and project is not None:
-                secret = project.callback_secret
-            if callback is None or secret is None:
+            task, project = self.store.task(project_id, task_id), self.store.project(project_id)
+            if task is None or task.callback is None:
                 return None
-            return Hook(
-                id=hook_id,
-                project=project_id,
-                url=callback.url,
-                events=("task.completed",),
-                secret=secret,
-                created_at=task.created_at if task is not None else 0.0,
-            )
+            secret = task.callback.secret or (project.callback_secret if project else None)
+            return _callback_hook(task, secret) if secret is not None else None
         for hooks in self._by_project.values():
             for hook in hooks:
                 if hook.id == hook_id:
@@ -195,20 +185,14 @@ class Webhooks:
         """The task's callback, as the hook its deliveries go to; none if it has none."""
         if task is None or task.id != event.task:
             task = self.store.task(event.project, event.task)
-        if task is None or task.callback is None:
-            return []
-        hook_id = callback_hook(event.project, event.task)
-        url = task.callback.url
-        return [
-            Hook(
-                id=hook_id,
-                project=event.project,
-                url=url,
-                events=("task.completed",),
-                secret="",
-                created_at=task.created_at,
-            )
-        ]
+        return [_callback_hook(task, "")] if task is not None and task.callback else []
+
+    def callback(self, project: Project, task: Task) -> Hook:
+        """A task's callback as the hook its deliveries are sent as; 404 if it has none."""
+        found = self.find(callback_hook(project.id, task.id))
+        if found is None:
+            raise NotFound(f"task {task.id!r} has no callback", field="task")
+        return found
 
     def deliveries_of(self, project: Project, task: Task) -> list[Delivery]:
         """A task callback's deliveries, newest first."""
@@ -247,3 +231,16 @@ def _drop(t: Tables, hook: Hook) -> None:
     """A hook and every delivery of it (what was still to be sent is not sent)."""
     tables.delete_deliveries(t, hook.id)
     tables.delete_hook(t, hook.project, hook.id)
+
+
+def _callback_hook(task: Task, secret: str) -> Hook:
+    """A task's callback as a hook (the outbox needs no secret: the sender signs)."""
+    assert task.callback is not None
+    return Hook(
+        id=callback_hook(task.project, task.id),
+        project=task.project,
+        url=task.callback.url,
+        events=("task.completed",),
+        secret=secret,
+        created_at=task.created_at,
+    )

@@ -9,12 +9,11 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from asphalt.errors import AsphaltError, BadRequest, NotFound
+from asphalt.errors import AsphaltError, BadRequest
 from asphalt.master.core.inputs import parse_project, parse_task, parse_token
 from asphalt.master.http import admin, auth
 from asphalt.master.http.common import SCHEDULER, read_body
 from asphalt.master.http.hooks_api import HOOKS
-from asphalt.model.hooks import callback_hook
 from asphalt.web import guard, pages
 
 # A form's action answers with where to go next, or with a page of its own (one that shows a
@@ -168,10 +167,7 @@ async def task_redeliver(request: web.Request, form: MultiDictProxy[str]) -> str
     scheduler, hooks = request.app[SCHEDULER], request.app[HOOKS]
     project = scheduler.tasks.project(request.match_info["project"])
     task = scheduler.tasks.task(project, request.match_info["task"])
-    found = hooks.find(callback_hook(project.id, task.id))
-    if found is None:
-        raise NotFound(f"task {task.id!r} has no callback", field="task")
-    hooks.redeliver(found, request.match_info["delivery"])
+    hooks.redeliver(hooks.callback(project, task), request.match_info["delivery"])
     return f"/projects/{project.id}/tasks/{task.id}/deliveries"
 
 

@@ -32,8 +32,8 @@ def chrome(request: web.Request) -> dict[str, Any]:
     """What every page's frame shows: the caller's links and buttons, the -auth off warning."""
     who = auth.known_caller(request)
     return {
-        "admin": who is not None and who.may(Scope.ADMIN),
-        "submit": who is not None and who.may(Scope.SUBMIT),
+        "admin": _may(request, Scope.ADMIN),
+        "submit": _may(request, Scope.SUBMIT),
         "signed_in": who is not None and who.via == "session",
         "auth_off": request.config_dict[auth.SETTINGS].mode is auth.Mode.OFF,
         "command": request.config_dict[admin_api.WORKER_COMMAND],
@@ -124,7 +124,9 @@ async def project(
         "live": any(_in_flight(t) for t in views),
         "title": project.name,
         "schedules": [schedules.view(s) for s in schedules.of(project)],
-        "hooks": [h.view() for h in request.app[HOOKS].hooks(project)] if _admin(request) else [],
+        "hooks": [h.view() for h in request.app[HOOKS].hooks(project)]
+        if _may(request, Scope.ADMIN)
+        else [],
     }
     if error is not None:
         context |= {"error": error, "form": form or {}}
@@ -240,9 +242,9 @@ async def tokens(
     return _page(request, "tokens.html", context, status=400 if error else 200)
 
 
-def _admin(request: web.Request) -> bool:
+def _may(request: web.Request, scope: Scope) -> bool:
     who = auth.known_caller(request)
-    return who is not None and who.may(Scope.ADMIN)
+    return who is not None and who.may(scope)
 
 
 async def hook(request: web.Request) -> web.Response:
@@ -274,7 +276,6 @@ def _deliveries(
     base: str,
     task_id: str | None,
 ) -> web.Response:
-    who = auth.known_caller(request)
     context = {
         "project": project.view(),
         "hook": shown,
@@ -282,7 +283,7 @@ def _deliveries(
         if task_id
         else [d.view() for d in deliveries],
         "redeliver_base": base,
-        "can_redeliver": who is not None and who.may(Scope.SUBMIT if task_id else Scope.ADMIN),
+        "can_redeliver": _may(request, Scope.SUBMIT if task_id else Scope.ADMIN),
         "task_id": task_id,
         "title_kind": "Callback" if task_id else "Hook",
         "title": f"{'callback of ' + task_id if task_id else 'hook'} · {project.name}",

@@ -7,13 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from asphalt.errors import NotFound
 from asphalt.master.hooks import Webhooks
 from asphalt.master.http import auth
 from asphalt.master.http.common import SCHEDULER, read_json, reply
 from asphalt.model import bodies
 from asphalt.model.bodies import HookBody
-from asphalt.model.hooks import Delivery, Hook, callback_hook
+from asphalt.model.hooks import Delivery, Hook
 from asphalt.model.records import Project, Scope, Task
 
 HOOKS = web.AppKey("hooks", Webhooks)
@@ -72,18 +71,20 @@ async def redeliver(request: web.Request) -> web.Response:
     return reply(hooks.redeliver(hook, request.match_info["delivery"]).view(), 202)
 
 
-def _callback(request: web.Request) -> tuple[Webhooks, Hook | None, Project, Task]:
+def _task(request: web.Request) -> tuple[Webhooks, Project, Task]:
     scheduler = request.config_dict[SCHEDULER]
     project = scheduler.tasks.project(request.match_info["project"])
-    task = scheduler.tasks.task(project, request.match_info["task"])
-    hooks = request.config_dict[HOOKS]
-    return hooks, hooks.find(callback_hook(project.id, task.id)), project, task
+    return (
+        request.config_dict[HOOKS],
+        project,
+        scheduler.tasks.task(project, request.match_info["task"]),
+    )
 
 
 @routes.get("/projects/{project}/tasks/{task}/deliveries", name="task_deliveries")
 async def task_deliveries(request: web.Request) -> web.Response:
     """The deliveries of a task's callback, newest first."""
-    hooks, _, project, task = _callback(request)
+    hooks, project, task = _task(request)
     return reply({"deliveries": callback_views(request, hooks.deliveries_of(project, task))})
 
 
@@ -101,7 +102,6 @@ def callback_views(request: web.Request, deliveries: list[Delivery]) -> list[dic
     "/projects/{project}/tasks/{task}/deliveries/{delivery}/redeliver", name="task_redeliver"
 )
 async def task_redeliver(request: web.Request) -> web.Response:
-    hooks, hook, _, task = _callback(request)
-    if hook is None:
-        raise NotFound(f"task {task.id!r} has no callback", field="task")
+    hooks, project, task = _task(request)
+    hook = hooks.callback(project, task)
     return reply(hooks.redeliver(hook, request.match_info["delivery"]).view(), 202)
