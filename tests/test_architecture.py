@@ -22,6 +22,7 @@ OWNERS = {
     "cryptography": "asphalt/tls.py",
     "prometheus_client": "asphalt/master/metrics.py",
     "cronsim": "asphalt/model/schedules.py",
+    "jsonschema": "asphalt/model/templates.py",
 }
 
 

@@ -37,7 +37,9 @@ def test_the_document_validates_and_covers_the_api(live: Http) -> None:
     assert {s["$ref"] for s in create["schema"]["oneOf"]} == {
         "#/components/schemas/TaskBody",
         "#/components/schemas/BareTaskBody",
+        "#/components/schemas/BareTemplateTaskBody",
     }
+    assert "/templates/{name}" in paths and "put" in paths["/templates/{name}"]
     hook = doc["components"]["schemas"]["HookBody"]
     assert hook["properties"]["events"]["items"]["enum"][0] == "job.ended"
     assert hook["additionalProperties"] is False  # unknown fields are refused, as documented

@@ -27,6 +27,7 @@ from asphalt.master.http import (
     ops,
     retention_api,
     schedules_api,
+    templates_api,
     worker_api,
 )
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
@@ -77,6 +78,7 @@ def build_app(config: MasterConfig) -> web.Application:
     retention.forget += [hooks.drop_project, app[schedules_api.SCHEDULES].drop_project]
     retention.also_sweep.append(hooks.prune)
     app.add_routes(retention_api.routes)
+    app.add_routes(templates_api.routes)
     app.add_routes(openapi.routes)
     app[SCHEDULER].recover()
     pages.setup(app)

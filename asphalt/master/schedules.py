@@ -51,7 +51,9 @@ class Schedules:
                 "task.id is made by each firing ({name}-{time}); leave it out", field="task.id"
             )
         try:
-            parse_task(given.task)  # what each firing will create, checked now
+            parse_task(
+                given.task, self.scheduler.templates.find
+            )  # what each firing will create, checked now
         except BadRequest as e:
             raise BadRequest(f"task: {e.message}", field=f"task.{e.field or ''}".rstrip(".")) from e
         schedule = Schedule(
@@ -143,7 +145,9 @@ class Schedules:
             return
         project = self.scheduler.tasks.project(schedule.project)
         try:
-            self.scheduler.tasks.create_task(project, parse_task({**schedule.task, "id": made}))
+            self.scheduler.tasks.create_task(
+                project, parse_task({**schedule.task, "id": made}, self.scheduler.templates.find)
+            )
         except Conflict:
             pass  # made already, by this firing before a restart
         except BadRequest as e:  # the body no longer passes (a rule changed since)

@@ -24,6 +24,11 @@ TOKEN_SCOPES = ("read", "submit", "admin")
 
 Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
 Image = Annotated[str, Meta(pattern=r"^\S+\Z")]
+EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z", max_length=128)]
+# An absolute path inside the job's container, without "." or ".." parts.
+InPath = Annotated[
+    str, Meta(pattern=r"^(/[A-Za-z0-9_+@%=,:~-][A-Za-z0-9._+@%=,:~-]*)+\Z", max_length=512)
+]
 Runtime = Literal["host", "docker", "singularity"]
 B = TypeVar("B", bound=Body)
 
@@ -67,6 +72,16 @@ HINTS = {
     "follow": "must be true or false (1 or 0)",
     "from": "must be a byte offset, 0 or more (an event's id)",
     "all": "must be true or false (1 or 0)",
+    "template": f"must be the name of a template ({NAME_RULE}); list them with GET /templates",
+    "version": "must be a version number of the template, 1 or more (the newest without it)",
+    "args": 'must be an object of the template\'s arguments, e.g. {"epochs": 3}',
+    "command": 'must be a path ("/app/run") or an argv list (["python", "/app/run.py"]); the '
+    "arguments' JSON is added as its last argument",
+    "description": "must be text of at most 4000 characters",
+    "env_from_host": 'must be a list of variable names, e.g. ["AWS_REGION"]',
+    "logs_dir": 'must be an absolute path such as "/logs" (no "." or ".." parts)',
+    "results_dir": 'must be an absolute path such as "/results" (no "." or ".." parts)',
+    "max_running": "must be a whole number from 1 to 100000, or null for no cap",
     "overlap": "must be skip (no firing while the last one's task runs) or allow",
     "catchup": "must be none (firings missed while the master was down are skipped) or last "
     "(the latest of them runs)",
@@ -93,6 +108,9 @@ class BareJobBody(Body, frozen=True, kw_only=True):
     retries: Annotated[int, Meta(ge=0, le=MAX_RETRIES)] | None = None
     backoff: Annotated[float, Meta(ge=0, le=MAX_BACKOFF_S)] | None = None
     types: Name | list[Name] | None = None
+    env_from_host: list[EnvName] | None = None
+    logs_dir: InPath | None = None
+    results_dir: InPath | None = None
 
 
 class JobBody(BareJobBody, frozen=True, kw_only=True):
@@ -122,6 +140,52 @@ class TaskBody(Body, frozen=True, kw_only=True):
     id: Name | None = None
     jobs: dict[str, Any]  # each job is read as a JobBody, so that an error names it
     callback: HookUrl | CallbackBody | None = None  # POSTed task.completed when a run completes
+
+
+class TemplateBody(Body, frozen=True, kw_only=True):
+    """A template (saltant's task type): a job described once, launched with arguments."""
+
+    name: Name
+    description: Annotated[str, Meta(max_length=4000)] = ""
+    runtime: Runtime | None = None  # docker with a container, else host
+    container: Image | None = None
+    command: Annotated[str, Meta(min_length=1)] | Annotated[list[str], Meta(min_length=1)]
+    args: dict[str, Any] = {}  # a JSON Schema (draft 2020-12) for an object of arguments
+    env_from_host: list[EnvName] = []
+    logs_dir: InPath | None = None
+    results_dir: InPath | None = None
+    timeout: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)] | None = None
+    types: Name | list[Name] | None = None
+    limits: dict[str, Any] | None = None
+    max_running: Annotated[int, Meta(ge=1, le=100000)] | None = None
+
+
+class BareTemplateJobBody(Body, frozen=True, kw_only=True):
+    """A job launched from a template: `{"template": "train", "args": {"epochs": 3}}`; what the
+    template leaves to the launch (env, secrets, retries, a shorter timeout) may be given too."""
+
+    template: Name
+    version: Annotated[int, Meta(ge=1)] | None = None
+    args: dict[str, Any] = {}
+    env: dict[str, Any] | None = None
+    secrets: dict[str, Any] | None = None
+    timeout: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)] | None = None
+    retries: Annotated[int, Meta(ge=0, le=MAX_RETRIES)] | None = None
+    backoff: Annotated[float, Meta(ge=0, le=MAX_BACKOFF_S)] | None = None
+
+
+class TemplateJobBody(BareTemplateJobBody, frozen=True, kw_only=True):
+    """A template's job in a task's `jobs` map."""
+
+    needs: str | list[str] | UnsetType = UNSET
+    when: When | UnsetType = UNSET
+
+
+class BareTemplateTaskBody(BareTemplateJobBody, frozen=True, kw_only=True):
+    """A task that is one job launched from a template."""
+
+    id: Name | None = None
+    callback: HookUrl | CallbackBody | None = None
 
 
 class JobsBody(Body, frozen=True, kw_only=True):
@@ -194,6 +258,12 @@ class OutputQuery(Query, frozen=True, kw_only=True):
     stream: Literal["stdout", "stderr", "both"] = "both"
     follow: bool = False
     from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET)] = field(default=0, name="from")
+
+
+class TemplateQuery(Query, frozen=True, kw_only=True):
+    """GET /templates/{name}: which version (the newest without it)."""
+
+    version: Annotated[int, Meta(ge=1)] | None = None
 
 
 class WorkersQuery(Query, frozen=True, kw_only=True):

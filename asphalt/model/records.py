@@ -145,6 +145,18 @@ class JobInput(Record, frozen=True, kw_only=True):
     # Its place in the task's graph: the jobs it waits for, and on what end of them it runs.
     needs: tuple[str, ...] = ()
     when: When = When.SUCCESS
+    # The worker's variables it is given (only those the worker's -env-allow lets through).
+    env_from_host: tuple[str, ...] = ()
+    # Directories collected as its artifacts when it ends (docker, singularity: paths inside
+    # the container; every runtime also says where they are in ASPHALT_LOGS_DIR and ...).
+    logs_dir: str | None = None
+    results_dir: str | None = None
+    # Made from a template (model/templates.py): which version, the arguments it was given with
+    # the defaults filled in, and how many jobs of that template may run at once.
+    template: str | None = None
+    template_version: int | None = None
+    args: Mapping[str, Any] | None = None
+    max_running: int | None = None
 
     @property
     def node(self) -> Node:
@@ -274,6 +286,15 @@ class Job(Record, frozen=True, kw_only=True):
             body["limits"] = spec.limits.view()
         if self.applied is not None:
             body["applied"] = dict(self.applied)
+        if spec.template is not None:
+            body["template"] = {"name": spec.template, "version": spec.template_version}
+            body["args"] = dict(spec.args or {})
+        if spec.env_from_host:  # the names only: the values stay on the worker
+            body["env_from_host"] = list(spec.env_from_host)
+        if spec.logs_dir:
+            body["logs_dir"] = spec.logs_dir
+        if spec.results_dir:
+            body["results_dir"] = spec.results_dir
         if reason or self.reason:
             body["reason"] = reason or self.reason
         if output is not None:

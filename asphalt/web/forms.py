@@ -99,7 +99,7 @@ async def create_task(request: web.Request, form: MultiDictProxy[str]) -> str:
     body: dict[str, Any] = {"jobs": {"main": _job_from_form(form)}}
     if task_id := form.get("id", "").strip():
         body["id"] = task_id
-    task = scheduler.tasks.create_task(project, parse_task(body))
+    task = scheduler.tasks.create_task(project, parse_task(body, scheduler.templates.find))
     return f"/projects/{project.id}/tasks/{task.id}"
 
 

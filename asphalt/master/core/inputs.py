@@ -5,7 +5,7 @@ the field and the fix."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,18 +15,29 @@ from asphalt.model import bodies, graph
 from asphalt.model.bodies import (
     BareJobBody,
     BareTaskBody,
+    BareTemplateJobBody,
+    BareTemplateTaskBody,
     CallbackBody,
     JobBody,
     JobsBody,
     ProjectBody,
     TaskBody,
+    TemplateJobBody,
     TokenBody,
 )
 from asphalt.model.graph import When
 from asphalt.model.records import Callback, JobInput, Scope
+from asphalt.model.templates import Template, merged_args
 from asphalt.wire import UNSET
 
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The template a job names, by name and version (None: the newest); a 400 or 404 naming
+# `field` when there is none.
+FindTemplate = Callable[[str, int | None, str], Template]
+
+
+def _no_templates(name: str, version: int | None, field: str) -> Template:
+    raise BadRequest("templates cannot be used here", field=field)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,8 +73,19 @@ def parse_project(body: Any) -> ProjectInput:
     return ProjectInput(name=given.name, id=given.id)
 
 
-def parse_task(body: Any) -> TaskInput:
+def parse_task(body: Any, templates: FindTemplate = _no_templates) -> TaskInput:
+    """A task body: a graph of jobs, a bare job, or a bare template job; `templates` finds the
+    templates its jobs name."""
     body = _object(body)
+    if "jobs" not in body and "template" in body:
+        launch = bodies.read(body, BareTemplateTaskBody)
+        job, values = _template_job(launch, "", graph.Node(), templates)
+        return TaskInput(
+            id=launch.id,
+            jobs={"main": job},
+            secrets={"main": values},
+            callback=_callback(launch.callback),
+        )
     if "jobs" not in body:
         if "action" not in body:
             raise BadRequest(
@@ -79,7 +101,7 @@ def parse_task(body: Any) -> TaskInput:
             id=bare.id, jobs={"main": job}, secrets={"main": values}, callback=callback
         )
     given = bodies.read(body, TaskBody)
-    jobs, secrets = _jobs(given.jobs, roles=True)
+    jobs, secrets = _jobs(given.jobs, templates, roles=True)
     return TaskInput(id=given.id, jobs=jobs, secrets=secrets, callback=_callback(given.callback))
 
 
@@ -89,16 +111,22 @@ def _callback(given: str | CallbackBody | None) -> Callback | None:
     return Callback(url=given.url, secret=given.secret)
 
 
-def parse_jobs(body: Any, existing: Mapping[str, graph.Node]) -> JobsInput:
+def parse_jobs(
+    body: Any, existing: Mapping[str, graph.Node], templates: FindTemplate = _no_templates
+) -> JobsInput:
     """Jobs to add to a running task, needs among its jobs and these (whether one the run has
     already is the same job is for Tasks.add_jobs to say)."""
     given = bodies.read(body, JobsBody)
-    jobs, secrets = _jobs(given.jobs, roles=False, existing=existing)
+    jobs, secrets = _jobs(given.jobs, templates, roles=False, existing=existing)
     return JobsInput(jobs=jobs, secrets=secrets)
 
 
 def _jobs(
-    given: dict[str, Any], *, roles: bool, existing: Mapping[str, graph.Node] | None = None
+    given: dict[str, Any],
+    templates: FindTemplate,
+    *,
+    roles: bool,
+    existing: Mapping[str, graph.Node] | None = None,
 ) -> tuple[dict[str, JobInput], dict[str, dict[str, str]]]:
     """A map of job names to jobs, each in its place in the graph, checked as a whole.
 
@@ -122,8 +150,13 @@ def _jobs(
     secrets: dict[str, dict[str, str]] = {}
     for name in names:
         where = f"jobs.{name}"
+        place = shorthand.get(name, graph.Node())
+        if isinstance(given[name], dict) and "template" in given[name]:
+            launch = bodies.read(given[name], TemplateJobBody, at=where)
+            jobs[name], secrets[name] = _template_job(launch, where, place, templates)
+            continue
         body = bodies.read(given[name], JobBody, at=where)
-        jobs[name], secrets[name] = _job(body, where, shorthand.get(name, graph.Node()))
+        jobs[name], secrets[name] = _job(body, where, place)
     graph.check({n: j.node for n, j in jobs.items()}, existing=existing)
     return jobs, secrets
 
@@ -134,20 +167,8 @@ def _at(where: str, name: str) -> str:
 
 def _job(body: BareJobBody, where: str, default: graph.Node) -> tuple[JobInput, dict[str, str]]:
     """The job a body describes, and its secrets' values (kept apart from it)."""
-    runtime = body.runtime or ("docker" if body.container else "host")
-    if runtime != "host" and not body.container:
-        raise BadRequest(
-            f"{_at(where, 'container')} is required with runtime {runtime}: "
-            'name an image, e.g. "alpine:3"',
-            field=_at(where, "container"),
-        )
-    env = _env(body.env, _at(where, "env"))
-    secrets = _secrets(body.secrets, _at(where, "secrets"))
-    both = sorted(set(env) & set(secrets))
-    if both:
-        field = _at(where, "secrets")
-        raise BadRequest(f"{field}: {both[0]!r} is in env too; name it in one of them", field=field)
-    types = body.types if isinstance(body.types, list) else [body.types] if body.types else []
+    runtime = runtime_of(body.runtime, body.container, where)
+    env, secrets = _env_and_secrets(body.env, body.secrets, where)
     node = _node(body, default)
     job = JobInput(
         action=_action(body.action, _at(where, "action")),
@@ -158,17 +179,86 @@ def _job(body: BareJobBody, where: str, default: graph.Node) -> tuple[JobInput, 
         timeout=body.timeout,
         retries=body.retries or 0,
         backoff=10.0 if body.backoff is None else body.backoff,
-        types=tuple(sorted(set(types))),
+        types=types_of(body.types),
         runtime=runtime,
         needs=node.needs,
         when=node.when,
+        env_from_host=tuple(dict.fromkeys(body.env_from_host or ())),
+        logs_dir=body.logs_dir,
+        results_dir=body.results_dir,
     )
     return job, secrets
 
 
-def _node(body: BareJobBody, default: graph.Node) -> graph.Node:
+def runtime_of(runtime: str | None, container: str | None, where: str = "") -> str:
+    """The runtime given, or docker with a container and else host; one that runs a container
+    needs an image."""
+    chosen = runtime or ("docker" if container else "host")
+    if chosen != "host" and not container:
+        raise BadRequest(
+            f"{_at(where, 'container')} is required with runtime {chosen}: "
+            'name an image, e.g. "alpine:3"',
+            field=_at(where, "container"),
+        )
+    return chosen
+
+
+def _env_and_secrets(
+    env_given: dict[str, Any] | None, secrets_given: dict[str, Any] | None, where: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    env = _env(env_given, _at(where, "env"))
+    secrets = _secrets(secrets_given, _at(where, "secrets"))
+    both = sorted(set(env) & set(secrets))
+    if both:
+        field = _at(where, "secrets")
+        raise BadRequest(f"{field}: {both[0]!r} is in env too; name it in one of them", field=field)
+    return env, secrets
+
+
+def types_of(given: str | list[str] | None) -> tuple[str, ...]:
+    found = given if isinstance(given, list) else [given] if given else []
+    return tuple(sorted(set(found)))
+
+
+def _template_job(
+    body: BareTemplateJobBody, where: str, default: graph.Node, templates: FindTemplate
+) -> tuple[JobInput, dict[str, str]]:
+    """The job a template makes with these arguments (checked, defaults filled in), and its
+    secrets' values."""
+    template = templates(body.template, body.version, _at(where, "template"))
+    args = merged_args(template.args, body.args, _at(where, "args"))
+    env, secrets = _env_and_secrets(body.env, body.secrets, where)
+    node = _node(body, default)
+    timeout = template.timeout
+    if body.timeout is not None:
+        timeout = body.timeout if timeout is None else min(timeout, body.timeout)
+    job = JobInput(
+        action=template.argv(args),
+        container=template.container,
+        env=env,
+        secrets=tuple(sorted(secrets)),
+        limits=template.limits,
+        timeout=timeout,
+        retries=body.retries or 0,
+        backoff=10.0 if body.backoff is None else body.backoff,
+        types=template.types,
+        runtime=template.runtime,
+        needs=node.needs,
+        when=node.when,
+        env_from_host=template.env_from_host,
+        logs_dir=template.logs_dir,
+        results_dir=template.results_dir,
+        template=template.name,
+        template_version=template.version,
+        args=args,
+        max_running=template.max_running,
+    )
+    return job, secrets
+
+
+def _node(body: BareJobBody | BareTemplateJobBody, default: graph.Node) -> graph.Node:
     """Its place in the graph: what it gives, else its role's shorthand (a bare job: none)."""
-    if not isinstance(body, JobBody):
+    if not isinstance(body, JobBody | TemplateJobBody):
         return default
     needs = default.needs if body.needs is UNSET else body.needs
     when: When = default.when if body.when is UNSET else body.when

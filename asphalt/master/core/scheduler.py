@@ -20,6 +20,7 @@ from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.core.membership import Membership
 from asphalt.master.core.signals import Signals
 from asphalt.master.core.tasks import Tasks
+from asphalt.master.core.templates import Templates
 from asphalt.master.core.workers import Registry
 from asphalt.master.store import Store
 from asphalt.master.views import Views
@@ -50,6 +51,7 @@ class Scheduler:
         clocks = {"now": clock, "now_m": monotonic}
         self.dispatch = Dispatch(self.lifecycle, self.registry, config, **clocks)
         self.tasks = Tasks(store, config, self.lifecycle, self.dispatch, **clocks)
+        self.templates = Templates(store, now=clock)
         self.leases = Leases(store, config, self.lifecycle, self.dispatch, self.tasks, self.signals)
         self.workers = Membership(self.leases)
         self.views = Views(store, self.tasks, self.registry)  # the one read model

@@ -113,7 +113,9 @@ async def create_task(request: web.Request) -> web.Response:
             )
         task = found
     else:
-        task = scheduler.tasks.create_task(project, parse_task(body), key=key)
+        task = scheduler.tasks.create_task(
+            project, parse_task(body, scheduler.templates.find), key=key
+        )
     return reply(scheduler.views.task(project, task, task.current), 201)
 
 
@@ -136,7 +138,9 @@ async def add_jobs(request: web.Request) -> web.Response:
     body = await read_json(request)
     scheduler, project, task = _task(request)  # after the await: the task as it is now
     existing = {name: j.spec.node for name, j in scheduler.tasks.run_jobs(task.current).items()}
-    added = scheduler.tasks.add_jobs(project, task, parse_jobs(body, existing))
+    added = scheduler.tasks.add_jobs(
+        project, task, parse_jobs(body, existing, scheduler.templates.find)
+    )
     task = scheduler.tasks.task(project, task.id)
     # 200: every job was there already, as described (a rerun job adding its jobs again).
     return reply(scheduler.views.task(project, task, task.current), 201 if added else 200)

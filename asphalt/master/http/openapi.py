@@ -19,11 +19,13 @@ REF = "#/components/schemas/{name}"
 BODIES: dict[str, tuple[Any, ...]] = {
     "create_project": (bodies.ProjectBody,),
     "update_project": (bodies.ProjectSettingsBody,),
-    "create_task": (bodies.TaskBody, bodies.BareTaskBody),
+    "create_task": (bodies.TaskBody, bodies.BareTaskBody, bodies.BareTemplateTaskBody),
     "add_jobs": (bodies.JobsBody,),
     "create_token": (bodies.TokenBody,),
     "create_hook": (bodies.HookBody,),
     "create_schedule": (bodies.ScheduleBody,),
+    "create_template": (bodies.TemplateBody,),
+    "update_template": (bodies.TemplateBody,),
 }
 # The query each route reads, by route name (the Structs its handler reads it with).
 QUERIES: dict[str, Any] = {
@@ -31,9 +33,13 @@ QUERIES: dict[str, Any] = {
     "task": bodies.RunQuery,
     "job_output": bodies.OutputQuery,
     "workers": bodies.WorkersQuery,
+    "template": bodies.TemplateQuery,
 }
 HIDDEN = frozenset({"login", "login_post", "logout", "static", "openapi"})  # pages, and this
-CREATED = frozenset({"create_project", "create_task", "add_jobs", "rerun_task", "rerun_job"})
+CREATED = frozenset(
+    {"create_project", "create_task", "add_jobs", "rerun_task", "rerun_job"}
+    | {"create_template", "update_template"}
+)
 _PARAM = re.compile(r"\{(\w+)\}")
 
 routes = web.RouteTableDef()

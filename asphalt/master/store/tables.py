@@ -40,6 +40,7 @@ _DBS = (
     "outbox",  # delivery id -> its key in deliveries, while it is still to be sent
     "schedules",  # project, name -> a schedule (schedules.py)
     "deleting",  # project, task -> nothing, while the task is marked for deletion (retention.py)
+    "templates",  # name, version -> one version of a template (templates.py)
 )
 _log = log.get("asphalt.store")
 
