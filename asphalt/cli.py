@@ -61,7 +61,8 @@ def parse(
         parser.error("-keep-days must be from 0 (keep) to 36500")
     if not 0 < args.port < 65536:
         parser.error("-port must be from 1 to 65535")
-    for name in ("lease", "heartbeat", "poll_hold", "output_cap", "map_size"):
+    positive = ("lease", "heartbeat", "poll_hold", "output_cap", "map_size", "artifact_cap")
+    for name in (*positive, "unrunnable_after"):
         if not getattr(args, name) > 0:
             parser.error(f"-{name.replace('_', '-')} must be above 0")
     if args.heartbeat >= args.lease:
@@ -124,6 +125,8 @@ def parse(
         heartbeat_s=args.heartbeat,
         poll_hold_s=args.poll_hold,
         output_cap=args.output_cap,
+        artifact_cap=args.artifact_cap,
+        unrunnable_after_s=args.unrunnable_after,
         map_size=args.map_size << 20,
         advertise=args.advertise,
         mdns_interface=args.mdns_interface,

@@ -57,6 +57,8 @@ class MasterConfig:
     keep_days: int = 0  # completed tasks older than this many days are removed (0: never)
     hook_retry_s: float = 5.0  # a failed webhook delivery's first wait (then doubling, jittered)
     hook_allow: tuple[str, ...] = ()  # where hooks and callbacks may point (none: anywhere)
+    artifact_cap: int = 256 << 20  # bytes of artifacts kept per job attempt
+    unrunnable_after_s: float = 600.0  # a job no live worker can run fails after this long
 
     @property
     def scheme(self) -> str:

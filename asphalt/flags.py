@@ -95,6 +95,20 @@ def parser() -> argparse.ArgumentParser:
         "output-cap", type=int, default=8 << 20, metavar="BYTES", help="master: output kept per job"
     )
     flag(
+        "artifact-cap",
+        type=int,
+        default=256 << 20,
+        metavar="BYTES",
+        help="master: artifacts kept per job attempt; files past it are listed as dropped",
+    )
+    flag(
+        "unrunnable-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="master: a queued job that no live worker can run fails after this long (600)",
+    )
+    flag(
         "join",
         metavar="TOKEN",
         default=os.environ.get("ASPHALT_JOIN"),

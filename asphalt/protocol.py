@@ -24,6 +24,8 @@ HEARTBEAT = PREFIX + "/{worker}/heartbeat"
 DEREGISTER = PREFIX + "/{worker}/deregister"
 OUTPUT = PREFIX + "/{worker}/jobs/{job}/output"  # ?attempt=N&offset=BYTES, frames (FRAMES)
 FINISH = PREFIX + "/{worker}/jobs/{job}/finish"
+# POST a Manifest ?attempt=N; then PUT each file it keeps ?attempt=N&path=P, the body its bytes.
+ARTIFACTS = PREFIX + "/{worker}/jobs/{job}/artifacts"
 RELEASE = PREFIX + "/{worker}/jobs/{job}/release"  # {"attempt": N}: a stopping worker hands it back
 
 JOIN_PREFIX = "ASPHALT-1-"
@@ -112,6 +114,14 @@ def check_protocol(reg: Registration) -> None:
             f"master speaks {PROTOCOL}: run the same release of Asphalt on both",
             field="protocol",
         )
+
+
+class Manifest(Message, frozen=True, kw_only=True):
+    """The files a job left in its logs and results directories: (path, size) each, and what
+    was not sent with why (a symlink, not a regular file)."""
+
+    files: list[tuple[str, Annotated[int, Meta(ge=0)]]] = []
+    skipped: list[tuple[str, str]] = []
 
 
 class Welcome(Message, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from asphalt import tls
 from asphalt.config import MasterConfig
+from asphalt.master.artifacts import Artifacts
 from asphalt.master.core.credentials import Credentials
 from asphalt.master.core.reaper import reap_forever
 from asphalt.master.core.scheduler import Scheduler
@@ -21,6 +22,7 @@ from asphalt.master.http import (
     addresses,
     admin,
     api,
+    artifacts_api,
     auth,
     hooks_api,
     openapi,
@@ -79,6 +81,8 @@ def build_app(config: MasterConfig) -> web.Application:
     retention.also_sweep.append(hooks.prune)
     app.add_routes(retention_api.routes)
     app.add_routes(templates_api.routes)
+    app[artifacts_api.ARTIFACTS] = Artifacts(app[SCHEDULER], config.artifact_cap)
+    app.add_routes(artifacts_api.routes)
     app.add_routes(openapi.routes)
     app[SCHEDULER].recover()
     pages.setup(app)

@@ -81,6 +81,7 @@ HINTS = {
     "env_from_host": 'must be a list of variable names, e.g. ["AWS_REGION"]',
     "logs_dir": 'must be an absolute path such as "/logs" (no "." or ".." parts)',
     "results_dir": 'must be an absolute path such as "/results" (no "." or ".." parts)',
+    "archive": "must be tar.gz, to download every artifact in one file",
     "max_running": "must be a whole number from 1 to 100000, or null for no cap",
     "overlap": "must be skip (no firing while the last one's task runs) or allow",
     "catchup": "must be none (firings missed while the master was down are skipped) or last "
@@ -258,6 +259,13 @@ class OutputQuery(Query, frozen=True, kw_only=True):
     stream: Literal["stdout", "stderr", "both"] = "both"
     follow: bool = False
     from_: Annotated[int, Meta(ge=0, le=MAX_OFFSET)] = field(default=0, name="from")
+
+
+class ArtifactsQuery(Query, frozen=True, kw_only=True):
+    """GET /jobs/{j}/artifacts: which attempt (the current without it); all as a tar.gz."""
+
+    attempt: Annotated[int, Meta(ge=1)] | None = None
+    archive: Literal["tar.gz"] | None = None
 
 
 class TemplateQuery(Query, frozen=True, kw_only=True):

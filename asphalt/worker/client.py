@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
 from asphalt import protocol
 from asphalt.errors import BadRequest
-from asphalt.protocol import Frame, HeartbeatReply, Lease, M, Registration, Welcome, parse_join
+from asphalt.protocol import (
+    Frame,
+    HeartbeatReply,
+    Lease,
+    M,
+    Manifest,
+    Registration,
+    Welcome,
+    parse_join,
+)
+
+ARTIFACT_TIMEOUT_S = 3600.0  # for one file, however large and slow the link
 
 
 class MasterError(Exception):
@@ -87,8 +98,9 @@ class MasterClient:
         path: str,
         *,
         json: Any = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
         timeout_s: float = 30.0,
+        method: str = "POST",
         params: dict[str, str] | None = None,
         credential: str | None = None,
         content_type: str | None = None,
@@ -100,7 +112,8 @@ class MasterClient:
         if content_type is not None:
             headers = headers | {"Content-Type": content_type}
         try:
-            async with self._session.post(
+            async with self._session.request(
+                method,
                 self.base_url + path,
                 json=json,
                 data=data,
@@ -176,6 +189,28 @@ class MasterClient:
         )
         lease = body.get("lease") if isinstance(body, dict) else None
         return _message(lease, Lease) if lease else None
+
+    async def artifacts(self, worker: str, job: str, attempt: int, manifest: Manifest) -> list[str]:
+        """Announce the files a job left; the paths the master wants sent."""
+        path = protocol.ARTIFACTS.format(worker=worker, job=job)
+        params = {"attempt": str(attempt)}
+        _, body = await self._call(path, json=protocol.to_json(manifest), params=params)
+        return [str(p) for p in body["send"]]
+
+    async def artifact(
+        self, worker: str, job: str, attempt: int, name: str, file: IO[bytes]
+    ) -> None:
+        """Send one announced file, streamed from `file`."""
+        path = protocol.ARTIFACTS.format(worker=worker, job=job)
+        params = {"attempt": str(attempt), "path": name}
+        await self._call(
+            path,
+            data=file,
+            params=params,
+            method="PUT",
+            timeout_s=ARTIFACT_TIMEOUT_S,
+            content_type="application/octet-stream",
+        )
 
     async def release(self, worker: str, job: str, attempt: int) -> None:
         await self._call(protocol.RELEASE.format(worker=worker, job=job), json={"attempt": attempt})

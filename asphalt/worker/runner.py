@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
+from asphalt.model.records import JobInput
 from asphalt.protocol import EndState, Finish, Lease, fit_applied
+from asphalt.worker import artifacts
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
 from asphalt.worker.outputs import OutputsError, parse_outputs
-from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure
+from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure, allowed
 from asphalt.worker.runtimes.outputs_file import OutputsFile
 from asphalt.worker.runtimes.workdirs import WorkDirs
 from asphalt.worker.uploader import Uploader
@@ -45,6 +49,14 @@ class Ended:
     status: int | None = None
     reason: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _artifact_dirs(private: Path, job: JobInput) -> artifacts.ArtifactDirs:
+    wanted = {"logs": job.logs_dir, "results": job.results_dir}
+    try:
+        return artifacts.ArtifactDirs.make(private, wanted, host=job.runtime == "host")
+    except OSError as e:
+        raise RuntimeFailure(f"cannot make the job's artifact directories: {e}") from e
 
 
 def _with_outputs(ended: Ended, outputs: OutputsFile, masker: Masker) -> Ended:
@@ -146,12 +158,19 @@ class Runner:
         runtime = self.runtimes.get(job.runtime)
         if runtime is None:
             return Ended("failed", reason=f"this worker has no {job.runtime} runtime")
+        # The worker's variables the job asks for, those this worker allows (the master leases
+        # it only where all are; an unset one is not there).
+        host = {
+            name: os.environ[name]
+            for name in job.env_from_host
+            if name in os.environ and allowed(name, self.config.env_allow)
+        }
         spec = JobSpec(  # the attempt as its runtime sees it: the job, in its environment
             job_id=lease.job,
             attempt=lease.attempt,
             action=job.action,
             container=job.container,
-            env={**job.env, **lease.env, **lease.secrets, ENV_URL: self.client.base_url},
+            env={**host, **job.env, **lease.env, **lease.secrets, ENV_URL: self.client.base_url},
             worker_id=worker,
             limits=job.limits,
             secret_names=tuple(lease.secrets),
@@ -160,8 +179,19 @@ class Runner:
         try:
             async with self._dirs.fresh(spec) as private:  # for its outputs file, not its cwd
                 outputs = OutputsFile.create(private)
-                ended = await self._wait(runtime, replace(spec, outputs=outputs), entry, masker)
-                return ended if ended.state == "released" else _with_outputs(ended, outputs, masker)
+                dirs = _artifact_dirs(private, job)
+                spec = replace(
+                    spec,
+                    outputs=outputs,
+                    env={**spec.env, **dirs.env()},
+                    mounts={} if job.runtime == "host" else dirs.mounts(),
+                )
+                ended = await self._wait(runtime, spec, entry, masker)
+                if ended.state == "released":
+                    return ended
+                if dirs.on_host:  # whatever its end; kept here until the master has them
+                    await artifacts.deliver(self.client, worker, lease.job, lease.attempt, dirs)
+                return _with_outputs(ended, outputs, masker)
         except RuntimeFailure as e:  # no place for its outputs file: it never ran
             return Ended("failed", reason=e.reason)
 

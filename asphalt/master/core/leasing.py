@@ -98,7 +98,7 @@ class Leases:
         self.dispatch.drop(fresh.id)
         self.dispatch.enqueue(back)
 
-    def _held(self, worker: Worker, job_id: str, attempt: int) -> Job:
+    def held(self, worker: Worker, job_id: str, attempt: int) -> Job:
         """The job, if this worker holds this attempt of it; else 409 (or 404)."""
         job = self.tasks.job(job_id)
         if job.worker != worker.id or job.attempt != attempt:
@@ -137,7 +137,7 @@ class Leases:
         self, worker: Worker, job_id: str, attempt: int, offset: int, frames: list[Frame]
     ) -> int:
         """Keep output pieces (stream, bytes) that begin at `offset`; the length received."""
-        job = self._held(worker, job_id, attempt)
+        job = self.held(worker, job_id, attempt)
         if job.state is not JobState.RUNNING:
             raise Conflict(f"job {job_id} has ended; its output is closed")
         received = self.store.append_output(job_id, attempt, offset, frames, self.config.output_cap)

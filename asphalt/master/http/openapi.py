@@ -34,6 +34,8 @@ QUERIES: dict[str, Any] = {
     "job_output": bodies.OutputQuery,
     "workers": bodies.WorkersQuery,
     "template": bodies.TemplateQuery,
+    "artifacts": bodies.ArtifactsQuery,
+    "artifact": bodies.ArtifactsQuery,
 }
 HIDDEN = frozenset({"login", "login_post", "logout", "static", "openapi"})  # pages, and this
 CREATED = frozenset(
@@ -58,7 +60,7 @@ def document(app: web.Application) -> dict[str, Any]:
         name: _ecma(_parameters(components[kind.__name__])) for name, kind in QUERIES.items()
     }
     for kind in QUERIES.values():
-        components.pop(kind.__name__)  # they are parameters, not a schema of their own
+        components.pop(kind.__name__, None)  # they are parameters, not a schema of their own
     by_kind = dict(zip(kinds, schemas, strict=False))
     body_schema = {
         name: by_kind[shapes[0]] if len(shapes) == 1 else {"oneOf": [by_kind[k] for k in shapes]}

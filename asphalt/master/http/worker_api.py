@@ -13,9 +13,10 @@ from asphalt.errors import BadRequest
 from asphalt.master.core.credentials import Credentials
 from asphalt.master.core.inputs import whole
 from asphalt.master.http import auth
+from asphalt.master.http.artifacts_api import ARTIFACTS
 from asphalt.master.http.common import SCHEDULER, read_body, read_json, reply
 from asphalt.model.records import Worker
-from asphalt.protocol import Finish, Heartbeat, Registration, Release, Welcome, to_json
+from asphalt.protocol import Finish, Heartbeat, Manifest, Registration, Release, Welcome, to_json
 
 routes = web.RouteTableDef()
 
@@ -95,6 +96,30 @@ async def output(request: web.Request) -> web.Response:
     job = request.match_info["job"]
     received = request.config_dict[SCHEDULER].leases.output(worker, job, attempt, offset, frames)
     return reply({"received": received})
+
+
+@routes.post(protocol.ARTIFACTS, name="artifacts_manifest")
+async def artifacts_manifest(request: web.Request) -> web.Response:
+    attempt = _int_query(request, "attempt")
+    given = protocol.read(await read_json(request), Manifest)
+    worker = _worker(request)
+    kept = request.config_dict[ARTIFACTS].manifest(
+        worker, request.match_info["job"], attempt, given
+    )
+    return reply({"send": kept})
+
+
+@routes.put(protocol.ARTIFACTS, name="artifact_upload")
+async def artifact_upload(request: web.Request) -> web.Response:
+    """One announced file, streamed: stored piece by piece as it comes, never whole in memory."""
+    attempt = _int_query(request, "attempt")
+    path = request.query.get("path", "")
+    worker = _worker(request)
+    artifacts = request.config_dict[ARTIFACTS]
+    stored = await artifacts.receive(
+        worker, request.match_info["job"], attempt, path, request.content.read
+    )
+    return reply({"path": stored.path, "size": stored.size, "sha256": stored.sha256}, 201)
 
 
 @routes.post(protocol.FINISH, name="finish")

@@ -20,7 +20,7 @@ def delete_task(tables: Tables, task: Task) -> None:
                 if tables.get(table, key) is not None:
                     tables.delete(table, key)
             every_attempt = key + keys.SEP
-            for table in ("output", "outmeta"):
+            for table in ("output", "outmeta", "artifacts", "artifact_data"):
                 for found in list(tables.keys(table, every_attempt)):
                     tables.delete(table, found)
     if task.callback is not None:  # what was still to be sent of it is not sent

@@ -41,6 +41,8 @@ _DBS = (
     "schedules",  # project, name -> a schedule (schedules.py)
     "deleting",  # project, task -> nothing, while the task is marked for deletion (retention.py)
     "templates",  # name, version -> one version of a template (templates.py)
+    "artifacts",  # job, attempt, path -> a file the job left (artifacts.py)
+    "artifact_data",  # job, attempt, path, piece -> its bytes
 )
 _log = log.get("asphalt.store")
 

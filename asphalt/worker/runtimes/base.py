@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asphalt.limits import NO_LIMITS, Limits
@@ -54,6 +55,8 @@ class JobSpec:
     limits: Limits = NO_LIMITS  # the job's own; the worker's defaults fill in the rest
     secret_names: tuple[str, ...] = ()  # which of env are secrets: never put on a command line
     outputs: OutputsFile | None = None  # where $ASPHALT_OUTPUTS lands; None: the job gets none
+    # Directories of this machine bound into the job's container, by the path inside it.
+    mounts: Mapping[str, Path] = field(default_factory=dict)
 
 
 class RuntimeFailure(Exception):
@@ -204,12 +207,14 @@ def check_env_allow(allow: Iterable[str]) -> tuple[str, ...]:
 def worker_env(allow: Sequence[str]) -> dict[str, str]:
     """What a job gets from the worker's environment: BASIC_ENV and `allow`, never ASPHALT_*."""
     patterns = (*BASIC_ENV, *allow)
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_OWN)
-        and any(name.startswith(p[:-1]) if p[-1] == "*" else name == p for p in patterns)
-    }
+    return {name: value for name, value in os.environ.items() if allowed(name, patterns)}
+
+
+def allowed(name: str, allow: Sequence[str]) -> bool:
+    """Whether the worker's allow list (names, PREFIX_*) lets `name` through to jobs."""
+    if name.startswith(_OWN):
+        return False
+    return any(name.startswith(p[:-1]) if p[-1] == "*" else name == p for p in allow)
 
 
 def passed_env(given: Mapping[str, str], *overrides: Mapping[str, str]) -> list[str]:

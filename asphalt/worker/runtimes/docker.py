@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
-from docker.types import CancellableStream, LogConfig
+from docker.types import CancellableStream, LogConfig, Mount
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR, STDOUT
@@ -183,6 +183,11 @@ class DockerRuntime:
             "memswap_limit": limits.memory,  # the same: no swap beyond the memory limit
             "nano_cpus": round(limits.cpus * 1e9) if limits.cpus is not None else None,
             "log_config": LogConfig(type="json-file", config=self._log_options()),
+            # The job's artifact directories, fresh on this machine for each attempt.
+            "mounts": [
+                Mount(target=inside, source=str(path), type="bind", read_only=False)
+                for inside, path in spec.mounts.items()
+            ],
         }
 
     def _log_options(self) -> dict[str, str]:

@@ -81,6 +81,8 @@ class SingularityRuntime:
         flags, prefixed = self._env(spec)
         if spec.outputs is not None:  # its directory, bound where a docker job finds it too
             flags += ["--bind", f"{spec.outputs.path.parent}:{IN_CONTAINER_DIR}"]
+        for inside, path in spec.mounts.items():  # the artifact directories, read-write
+            flags += ["--bind", f"{path}:{inside}:rw"]
         argv = [self._binary, "exec", "--cleanenv", "--containall", *flags, image, *command]
         # The markers go on singularity's own process too, so its whole tree can be found.
         env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
