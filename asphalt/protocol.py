@@ -12,6 +12,7 @@ from asphalt import wire
 from asphalt.errors import BadRequest
 from asphalt.limits import parse_limits
 from asphalt.model.records import JobInput
+from asphalt.model.usage import Usage
 from asphalt.wire import Message, Meta, field
 from asphalt.wire import to_json as to_json  # protocol users write messages with it
 
@@ -32,7 +33,9 @@ JOIN_PREFIX = "ASPHALT-1-"
 # The shape of these messages. A master refuses to register a worker that speaks another (an
 # older release), which would otherwise refuse every lease; workers before 2 do not say.
 # 3: output is sent as frames that say which stream each piece came from.
-PROTOCOL = 3
+# 4: leases carry templates' args, env_from_host and artifact directories; registrations the
+# worker's -env-allow; artifacts are sent before the finish, which carries the job's usage.
+PROTOCOL = 4
 
 # An output upload of this type is frames: a stream (STDOUT or STDERR, one byte), a length (four
 # bytes, big-endian) and that many bytes, again and again. Any other body is stdout, whole.
@@ -92,6 +95,7 @@ HINTS = {
     "types": "must be a list of strings",
     "runtimes": "must be a list of strings",
     "outputs": "must be an object of names to strings",
+    "env_allow": "must be a list of variable names or PREFIX_* patterns",
 }
 
 
@@ -104,6 +108,8 @@ class Registration(Message, frozen=True, kw_only=True):
     version: str
     untyped: bool = False
     protocol: int = 1  # PROTOCOL; absent from the workers that came before it
+    # Its -env-allow: which of its variables jobs may be given (names, PREFIX_*).
+    env_allow: tuple[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")], ...] = ()
 
 
 def check_protocol(reg: Registration) -> None:
@@ -176,6 +182,7 @@ class Finish(Message, frozen=True, kw_only=True):
     next: bool = False
     applied: dict[str, Any] | None = None  # what the runtime applied (Runtime.applied)
     outputs: dict[str, str] = field(default_factory=dict)  # what the job wrote to $ASPHALT_OUTPUTS
+    usage: Usage | None = None  # what its runtime measured it use
 
     def __post_init__(self) -> None:
         _applied(self.applied)

@@ -19,7 +19,7 @@ REGISTRATION = {
     "runtimes": ["host"],
     "slots": 1,
     "version": "bench",
-    "protocol": 3,  # asphalt/protocol.py PROTOCOL (the bench talks to Asphalt only over HTTP)
+    "protocol": 4,  # asphalt/protocol.py PROTOCOL (the bench talks to Asphalt only over HTTP)
 }
 
 

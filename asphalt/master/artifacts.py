@@ -16,7 +16,8 @@ from asphalt.errors import BadRequest, Conflict, NotFound
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.store import artifacts as table
 from asphalt.model.artifacts import CHUNK, MAX_FILES, Artifact, path_problem
-from asphalt.model.records import Job, JobState, Worker
+from asphalt.model.members import Worker
+from asphalt.model.records import Job, JobState
 from asphalt.protocol import Manifest
 
 Read = Callable[[int], Awaitable[bytes]]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from asphalt import log
-from asphalt.model.records import Job, Outcome, Worker
+from asphalt.model.members import Worker
+from asphalt.model.records import Job, Outcome
 
 _log = log.get("asphalt.events")
 

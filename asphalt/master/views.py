@@ -9,6 +9,7 @@ from typing import Any
 from asphalt.master.core.tasks import Tasks
 from asphalt.master.core.workers import Registry
 from asphalt.master.store import Store
+from asphalt.model import usage
 from asphalt.model.records import Job, JobState, Project, Run, Task, rfc3339, task_status
 
 # A job's view carries its output up to this much (its end); /jobs/{id}/output has all it keeps.
@@ -122,6 +123,13 @@ class Views:
             "endedAt": rfc3339(max(ended)) if ended and status == "complete" else None,
             "jobs": {name: self.job(job, output=output, jobs=jobs) for name, job in jobs.items()},
         }
+        # What the run cost: every attempt of its jobs that ran, earlier ones too.
+        body["bill"] = usage.total(
+            usage.bill(a.usage, waited_s=a.waited, started=a.started_at, ended=a.ended_at)
+            for job in jobs.values()
+            for a in (*job.history, job.last_attempt() if job.attempt else None)
+            if a is not None and a.state.terminal and a.started_at is not None
+        )
         if output and len(task.runs) > 1:
             body["history"] = [self.run_summary(r) for r in reversed(task.runs)]
         if task.callback is not None:  # its secret is never shown

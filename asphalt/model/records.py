@@ -12,6 +12,7 @@ from typing import Annotated, Any, Self
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.model.graph import ROLES, Node, When, outcome
+from asphalt.model.usage import Usage, bill
 from asphalt.wire import Meta, Record, field, replace
 
 
@@ -67,7 +68,10 @@ _ENDS = {
     JobState.LOST,
 }
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.SKIPPED}),
+    # QUEUED -> FAILED: no live worker could run it for -unrunnable-after.
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.CANCELLED, JobState.SKIPPED, JobState.FAILED}
+    ),
     # RUNNING -> QUEUED is a lease that expired on a job that may be retried.
     JobState.RUNNING: frozenset(_ENDS | {JobState.QUEUED}),
     # Every end may be queued again by a rerun.
@@ -174,6 +178,8 @@ class Attempt(Record, frozen=True, kw_only=True):
     ended_at: float | None
     reason: str | None
     late: str | None = None  # what its worker reported after the attempt was given up on
+    waited: float | None = None  # seconds it waited for a worker
+    usage: Usage | None = None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -185,6 +191,9 @@ class Attempt(Record, frozen=True, kw_only=True):
             "startedAt": rfc3339(self.started_at),
             "endedAt": rfc3339(self.ended_at),
             "reason": self.reason,
+            "bill": bill(
+                self.usage, waited_s=self.waited, started=self.started_at, ended=self.ended_at
+            ),
         }
 
 
@@ -214,6 +223,8 @@ class Job(Record, frozen=True, kw_only=True):
     outputs: Mapping[str, str] = field(default_factory=dict)  # what it wrote to $ASPHALT_OUTPUTS
     lost: int = 0  # attempts lost with their worker and run again (-lost-retries), since created
     added: bool = False  # added while its run was going (POST .../jobs), not part of the task
+    waited: float | None = None  # seconds this attempt waited for a worker once it was ready
+    usage: Usage | None = None  # what its runtime measured this attempt use
 
     def to(self, state: JobState, **changes: Any) -> Self:
         """The job moved to `state` (the one door, lifecycle.py, checks the move on saving)."""
@@ -237,6 +248,8 @@ class Job(Record, frozen=True, kw_only=True):
             not_before=None,
             applied=None,
             outputs={},
+            waited=None,
+            usage=None,
         )
 
     def last_attempt(self) -> Attempt:
@@ -248,7 +261,12 @@ class Job(Record, frozen=True, kw_only=True):
             started_at=self.started_at,
             ended_at=self.ended_at,
             reason=self.reason,
+            waited=self.waited,
+            usage=self.usage,
         )
+
+    def bill(self) -> dict[str, Any]:
+        return bill(self.usage, waited_s=self.waited, started=self.started_at, ended=self.ended_at)
 
     def view(self, *, output: str | None = None, reason: str | None = None) -> dict[str, Any]:
         spec = self.spec
@@ -299,6 +317,8 @@ class Job(Record, frozen=True, kw_only=True):
             body["reason"] = reason or self.reason
         if output is not None:
             body["output"] = output
+        if self.attempt and self.state.terminal:
+            body["bill"] = self.bill()
         if self.history:
             body["attempts"] = [a.view() for a in self.history]
         return body
@@ -345,51 +365,3 @@ def task_status(jobs: Iterable[Job]) -> tuple[TaskStatus, Outcome | None]:
     if all(state is JobState.QUEUED for state in states):
         return TaskStatus.WAITING, None
     return TaskStatus.RUNNING, None
-
-
-class Worker(Record, frozen=True, kw_only=True):
-    """A worker as the master knows it; `last_seen` is wall time, persisted on heartbeats."""
-
-    id: str
-    name: str
-    host: str
-    types: tuple[str, ...]
-    runtimes: tuple[str, ...]
-    slots: int
-    version: str
-    registered_at: float
-    last_seen: float
-    untyped: bool = False  # with types, also take jobs that name none
-    draining: bool = False
-    gone: bool = False
-    secret_hash: str = ""  # SHA-256 of the credential the master gave it at registration
-    revoked: bool = False  # an admin cut it off: its credential is refused from then on
-    embedded: bool = False  # the master's own worker: it dies with the master's process
-
-
-class Token(Record, frozen=True, kw_only=True):
-    """A credential the master issued; only the SHA-256 of its secret is kept.
-
-    A session (a browser that logged in with a token) is a Token too, with `parent` naming the
-    token it was made from: revoking that token ends its sessions.
-    """
-
-    id: str
-    name: str
-    scope: Scope
-    secret_hash: str
-    created_at: float
-    projects: tuple[str, ...] = ()  # ids or names; empty means every project
-    last_used: float | None = None
-    parent: str | None = None
-    expires_at: float | None = None
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "scope": self.scope,
-            "projects": list(self.projects),
-            "created": rfc3339(self.created_at),
-            "lastUsed": rfc3339(self.last_used),
-        }

@@ -82,6 +82,7 @@ class Agent:
             version=__version__,
             untyped=self.config.untyped,
             protocol=PROTOCOL,
+            env_allow=self.config.env_allow,
         )
         attempt = 0
         while True:

@@ -13,13 +13,15 @@ from typing import Any, Literal, TypeVar
 
 from asphalt import log
 from asphalt.config import WorkerConfig
+from asphalt.model.env_allow import allowed
 from asphalt.model.records import JobInput
+from asphalt.model.usage import MAX_CPU_S, MAX_MEMORY, Usage
 from asphalt.protocol import EndState, Finish, Lease, fit_applied
 from asphalt.worker import artifacts
 from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 from asphalt.worker.masking import Masker
 from asphalt.worker.outputs import OutputsError, parse_outputs
-from asphalt.worker.runtimes.base import JobSpec, Runtime, RuntimeFailure, allowed
+from asphalt.worker.runtimes.base import JobSpec, Meter, Runtime, RuntimeFailure
 from asphalt.worker.runtimes.outputs_file import OutputsFile
 from asphalt.worker.runtimes.workdirs import WorkDirs
 from asphalt.worker.uploader import Uploader
@@ -49,6 +51,14 @@ class Ended:
     status: int | None = None
     reason: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    usage: Usage | None = None
+
+
+def _usage(meter: Meter) -> Usage:
+    """What the runtime measured, as the finish carries it (within its bounds)."""
+    cpu = None if meter.cpu_s is None else min(max(meter.cpu_s, 0.0), MAX_CPU_S)
+    peak = None if meter.peak_memory is None else min(max(meter.peak_memory, 0), MAX_MEMORY)
+    return Usage(cpu_s=cpu, peak_memory=peak, measured=meter.measured[:200])
 
 
 def _artifact_dirs(private: Path, job: JobInput) -> artifacts.ArtifactDirs:
@@ -138,6 +148,7 @@ class Runner:
                 next=want_next(),
                 applied=entry.applied,
                 outputs=end.outputs,
+                usage=end.usage,
             )
             # A retry after a lost answer asks again, and the master sends the same job again.
             following = await self._call(lambda: self.client.finish(worker, lease.job, fin), lease)
@@ -180,8 +191,10 @@ class Runner:
             async with self._dirs.fresh(spec) as private:  # for its outputs file, not its cwd
                 outputs = OutputsFile.create(private)
                 dirs = _artifact_dirs(private, job)
+                meter = Meter()
                 spec = replace(
                     spec,
+                    meter=meter,
                     outputs=outputs,
                     env={**spec.env, **dirs.env()},
                     mounts={} if job.runtime == "host" else dirs.mounts(),
@@ -189,6 +202,7 @@ class Runner:
                 ended = await self._wait(runtime, spec, entry, masker)
                 if ended.state == "released":
                     return ended
+                ended = replace(ended, usage=_usage(meter))
                 if dirs.on_host:  # whatever its end; kept here until the master has them
                     await artifacts.deliver(self.client, worker, lease.job, lease.attempt, dirs)
                 return _with_outputs(ended, outputs, masker)

@@ -15,7 +15,8 @@ from pathlib import Path
 from asphalt import log
 from asphalt.errors import NotFound
 from asphalt.master.store import Store
-from asphalt.model.records import Scope, Token, Worker, new_id
+from asphalt.model.members import Token, Worker
+from asphalt.model.records import Scope, new_id
 from asphalt.protocol import join_token, parse_join
 from asphalt.wire import replace
 

@@ -11,7 +11,8 @@ from asphalt.config import MasterConfig
 from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.core.queues import Queues
 from asphalt.master.core.workers import Registry
-from asphalt.model.records import Job, JobState, Worker
+from asphalt.model.members import Worker
+from asphalt.model.records import Job, JobState
 
 _log = log.get("asphalt.scheduler")
 
@@ -23,6 +24,7 @@ class Held:
     worker: str
     attempt: int
     deadline_m: float
+    template: str | None = None  # counted against its max_running while it runs
 
 
 class Dispatch:
@@ -44,6 +46,14 @@ class Dispatch:
         self.closing = False
         self._leases: dict[str, Held] = {}  # job id -> the lease on its running attempt
         self._delayed: dict[str, Job] = {}
+        self.running_of: dict[str, int] = {}  # template -> its jobs running now
+        self._ready_at: dict[str, float] = {}  # job id -> when it was queued for a worker
+        self.queues.may_start = self.may_start
+
+    def may_start(self, job: Job) -> bool:
+        """Whether the job's template (if it caps its jobs) has room for one more."""
+        cap, template = job.spec.max_running, job.spec.template
+        return cap is None or template is None or self.running_of.get(template, 0) < cap
 
     def enqueue(self, job: Job) -> None:
         """A ready job goes to the queues at once, or waits out its retry backoff first."""
@@ -59,6 +69,7 @@ class Dispatch:
 
     def _hand_out(self, job: Job) -> None:
         """Hand a ready job to a waiting worker that fits, or queue it."""
+        self._ready_at[job.id] = self.now()
         waiter = self.queues.push(job)
         if waiter is not None:
             waiter.future.set_result(self.grant(job, waiter.worker))
@@ -75,15 +86,19 @@ class Dispatch:
         """A queued job will not run (it was cancelled): out of the queues and the backoff."""
         self.queues.remove(job_id)
         self._delayed.pop(job_id, None)
+        self._ready_at.pop(job_id, None)
 
     def grant(self, job: Job, worker: Worker) -> Job:
         """Lease the job's next attempt to the worker: stored as running, then booked."""
+        now = self.now()
+        ready_at = self._ready_at.pop(job.id, None)
         job = job.to(
             JobState.RUNNING,
             worker=worker.id,
             attempt=job.attempt + 1,
-            started_at=self.now(),
+            started_at=now,
             reason=None,
+            waited=None if ready_at is None else max(0.0, now - ready_at),
         )
         self.lifecycle.commit(jobs=[job])
         self.hold(job, self.now_m() + self.config.lease_s)
@@ -93,14 +108,21 @@ class Dispatch:
     def hold(self, job: Job, deadline_m: float) -> None:
         """Book a running attempt's lease (on a grant, or found running at start-up)."""
         assert job.worker is not None
-        self._leases[job.id] = Held(job.worker, job.attempt, deadline_m)
+        template = job.spec.template if job.spec.max_running is not None else None
+        self._leases[job.id] = Held(job.worker, job.attempt, deadline_m, template)
         self.registry.running.setdefault(job.worker, set()).add(job.id)
+        if template is not None:
+            self.running_of[template] = self.running_of.get(template, 0) + 1
 
     def drop(self, job_id: str) -> None:
         """The job's attempt is over (or back in the queue): its lease frees its slot."""
         held = self._leases.pop(job_id, None)
         if held is not None:
             self.registry.running.get(held.worker, set()).discard(job_id)
+        if held is not None and held.template is not None:
+            self.running_of[held.template] -= 1
+            for job, waiter in self.queues.startable():  # its room goes to one that waited
+                waiter.future.set_result(self.grant(job, waiter.worker))
 
     def renew(self, job_id: str, worker_id: str, attempt: int) -> bool:
         """Extend the lease on this attempt by one lease time, if this worker holds it."""

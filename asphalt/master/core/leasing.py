@@ -16,7 +16,8 @@ from asphalt.master.core.queues import Waiter
 from asphalt.master.core.signals import Signals
 from asphalt.master.core.tasks import Tasks
 from asphalt.master.store import Store
-from asphalt.model.records import Job, JobState, Worker
+from asphalt.model.members import Worker
+from asphalt.model.records import Job, JobState
 from asphalt.protocol import Finish, Frame, Heartbeat, HeartbeatReply, Lease
 from asphalt.wire import replace
 
@@ -161,6 +162,7 @@ class Leases:
             ended_at=fin.ended_at,
             applied=fin.applied,
             outputs=fin.outputs,
+            usage=fin.usage,
         )
         self.tasks.end(ended)
         return ended

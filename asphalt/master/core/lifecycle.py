@@ -9,15 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from asphalt.master import events
 from asphalt.master.store import Store
 from asphalt.master.store.tables import Change
-from asphalt.model.records import (
-    Job,
-    JobState,
-    Task,
-    TaskStatus,
-    Worker,
-    check_transition,
-    task_status,
-)
+from asphalt.model.members import Worker
+from asphalt.model.records import Job, JobState, Task, TaskStatus, check_transition, task_status
 
 # What else a change writes in its own transaction, given the events it makes: the outbox of
 # webhook deliveries (master/hooks.py), set at wiring. Core never knows who it is.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from asphalt import log
 from asphalt.errors import NotFound
 from asphalt.master.core.leasing import Leases
-from asphalt.model.records import JobState, Worker
+from asphalt.model.members import Worker
+from asphalt.model.records import JobState
 from asphalt.protocol import Registration
 from asphalt.wire import replace
 

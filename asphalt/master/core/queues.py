@@ -6,16 +6,21 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from asphalt.model.records import Job, Worker
+from asphalt.model.env_allow import refused
+from asphalt.model.members import Worker
+from asphalt.model.records import Job
 
 
 def fits(job: Job, worker: Worker) -> bool:
-    """Whether `worker` has every type the job names and the runtime it needs.
+    """Whether `worker` has every type the job names and the runtime it needs, and lets
+    through every variable of its own that the job asks for (-env-allow).
 
     A worker started with types keeps itself for jobs that ask for them (the gpu box is not
     filled with plain jobs), unless it was also started with -untyped.
     """
     if job.spec.runtime not in worker.runtimes:
+        return False
+    if job.spec.env_from_host and refused(job.spec.env_from_host, worker.env_allow):
         return False
     if not job.spec.types:
         return not worker.types or worker.untyped
@@ -44,6 +49,8 @@ class Queues:
         self._reactions: dict[str, Job] = {}
         self._main: dict[str, Job] = {}
         self._waiters: list[Waiter] = []
+        # Whether a job may start now at all (its template's max_running); set by Dispatch.
+        self.may_start: Callable[[Job], bool] = lambda job: True
 
     def __len__(self) -> int:
         return len(self._reactions) + len(self._main)
@@ -54,7 +61,7 @@ class Queues:
 
     def push(self, job: Job) -> Waiter | None:
         """Queue a ready job, or return the waiting worker that should take it at once."""
-        for waiter in self._waiters:
+        for waiter in self._waiters if self.may_start(job) else ():
             if waiter.open() and fits(job, waiter.worker):
                 self._waiters.remove(waiter)
                 return waiter
@@ -66,10 +73,26 @@ class Queues:
         """The first queued job this worker can run, jobs that wait on others before the rest."""
         for queue in (self._reactions, self._main):
             for job in queue.values():
-                if fits(job, worker):
+                if fits(job, worker) and self.may_start(job):
                     del queue[job.id]
                     return job
         return None
+
+    def startable(self) -> list[tuple[Job, Waiter]]:
+        """Queued jobs that may start now and a waiting worker each fits, taken from the
+        queues (after a cap on starting was lifted: a job of a capped template ended)."""
+        found = []
+        for queue in (self._reactions, self._main):
+            for job in list(queue.values()):
+                if not self.may_start(job):
+                    continue
+                waiter = next((w for w in self._waiters if w.open() and fits(job, w.worker)), None)
+                if waiter is None:
+                    continue
+                del queue[job.id]
+                self._waiters.remove(waiter)
+                found.append((job, waiter))
+        return found
 
     def wait(self, waiter: Waiter) -> None:
         self._waiters.append(waiter)

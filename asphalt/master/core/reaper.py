@@ -1,4 +1,5 @@
-"""The background sweep that ends jobs whose worker stopped renewing the lease."""
+"""The background sweep that ends jobs whose worker stopped renewing the lease, queues retries
+whose backoff is over, and fails jobs no live worker has been able to run for too long."""
 
 from __future__ import annotations
 
@@ -16,5 +17,6 @@ async def reap_forever(scheduler: Scheduler, *, interval_s: float = 1.0) -> None
         try:
             scheduler.leases.expire_leases()
             scheduler.dispatch.promote_due()
+            scheduler.unrunnable.sweep()
         except Exception:  # one bad sweep must not stop the next
             _log.exception("reap_failed")

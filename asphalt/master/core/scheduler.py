@@ -18,6 +18,7 @@ from asphalt.master.core.dispatch import Dispatch
 from asphalt.master.core.leasing import Leases
 from asphalt.master.core.lifecycle import Lifecycle
 from asphalt.master.core.membership import Membership
+from asphalt.master.core.placement import Unrunnable
 from asphalt.master.core.signals import Signals
 from asphalt.master.core.tasks import Tasks
 from asphalt.master.core.templates import Templates
@@ -52,6 +53,12 @@ class Scheduler:
         self.dispatch = Dispatch(self.lifecycle, self.registry, config, **clocks)
         self.tasks = Tasks(store, config, self.lifecycle, self.dispatch, **clocks)
         self.templates = Templates(store, now=clock)
+        self.unrunnable = Unrunnable(
+            self.dispatch,
+            lambda job: self.tasks.end(job, retry=False),
+            after_s=config.unrunnable_after_s,
+            **clocks,
+        )
         self.leases = Leases(store, config, self.lifecycle, self.dispatch, self.tasks, self.signals)
         self.workers = Membership(self.leases)
         self.views = Views(store, self.tasks, self.registry)  # the one read model

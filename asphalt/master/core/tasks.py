@@ -13,7 +13,7 @@ from asphalt.master.core import reactions
 from asphalt.master.core.dispatch import Dispatch
 from asphalt.master.core.inputs import JobsInput, TaskInput
 from asphalt.master.core.lifecycle import Lifecycle
-from asphalt.master.core.queues import fits
+from asphalt.master.core.placement import placement_reason
 from asphalt.master.store import Store
 from asphalt.model import graph
 from asphalt.model.hook_allow import HookAllow
@@ -241,13 +241,14 @@ class Tasks:
             self.lifecycle.commit(jobs=[job])  # its worker hears of it from the event
             _log.info("job_cancel_requested", job=job.id, worker=job.worker)
 
-    def end(self, job: Job) -> None:
+    def end(self, job: Job, *, retry: bool = True) -> None:
         """Record a job's end with the reactions it sets off, in one commit; then notify.
 
         An end its retry policy allows again is not an end yet: the job is queued for its next
-        attempt after the backoff, and reactions wait for the last attempt.
+        attempt after the backoff, and reactions wait for the last attempt (unless `retry` is
+        False: it could not run anywhere, and another attempt would not either).
         """
-        if job.cancel_requested:
+        if job.cancel_requested or not retry:
             pass
         elif job.state is JobState.LOST and job.lost < self.config.lost_retries:
             self._lost_again(job)
@@ -298,16 +299,7 @@ class Tasks:
             last = job.history[-1].state if job.history else "failed"
             return f"retry {job.retried} of {job.spec.retries} after {last}, in {wait:.0f} s"
         live = self.dispatch.registry.live_workers(self.now_m())
-        spec = job.spec
-        if not live:
-            return "no live worker; start one with: asphalt -master HOST:PORT"
-        if spec.types and not any(set(spec.types) <= set(w.types) for w in live):
-            return f"no live worker has types {', '.join(spec.types)}"
-        if not spec.types and all(w.types and not w.untyped for w in live):
-            return "every live worker has types and takes only jobs that ask for them (-untyped)"
-        if not any(fits(job, w) for w in live):
-            return f"no live worker that fits it has the {spec.runtime} runtime"
-        return "waiting for a free slot"
+        return placement_reason(job, live, self.dispatch)
 
 
 def _same(a: JobInput, b: JobInput) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from asphalt.model.records import Worker, new_id, rfc3339
+from asphalt.model.members import Worker
+from asphalt.model.records import new_id, rfc3339
 from asphalt.protocol import Registration
 from asphalt.wire import replace
 
@@ -37,6 +38,7 @@ class Registry:
             slots=reg.slots,
             version=reg.version,
             untyped=reg.untyped,
+            env_allow=reg.env_allow,
             registered_at=now,
             last_seen=now,
         )
@@ -106,6 +108,7 @@ class Registry:
                     "runtimes": list(w.runtimes),
                     "slots": w.slots,
                     "untyped": w.untyped,
+                    "envAllow": list(w.env_allow),
                     "running": sorted(self.running.get(w.id, ())),
                     "lastSeen": rfc3339(w.last_seen),
                     "registeredAt": rfc3339(w.registered_at),

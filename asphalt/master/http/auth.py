@@ -19,7 +19,8 @@ from aiohttp import web
 from asphalt.errors import Forbidden, NotFound, Unauthorized
 from asphalt.master.core.credentials import JOB_PREFIX, Credentials
 from asphalt.master.http.common import SCHEDULER, Handler, wants_html
-from asphalt.model.records import JobState, Project, Scope, Token
+from asphalt.model.members import Token
+from asphalt.model.records import JobState, Project, Scope
 
 SESSION_COOKIE = "asphalt_session"
 # Headers a proxy adds: a request carrying any came through one, so it is not "from this box".

@@ -15,7 +15,7 @@ from asphalt.master.core.inputs import whole
 from asphalt.master.http import auth
 from asphalt.master.http.artifacts_api import ARTIFACTS
 from asphalt.master.http.common import SCHEDULER, read_body, read_json, reply
-from asphalt.model.records import Worker
+from asphalt.model.members import Worker
 from asphalt.protocol import Finish, Heartbeat, Manifest, Registration, Release, Welcome, to_json
 
 routes = web.RouteTableDef()

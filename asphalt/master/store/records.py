@@ -9,13 +9,8 @@ from typing import Any, Generic, TypeVar
 import msgpack
 
 from asphalt import wire
-from asphalt.model.records import (
-    Job,
-    Project,
-    Task,
-    Token,
-    Worker,
-)
+from asphalt.model.members import Token, Worker
+from asphalt.model.records import Job, Project, Task
 from asphalt.wire import Record, field_names
 
 R = TypeVar("R")

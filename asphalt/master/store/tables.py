@@ -11,7 +11,8 @@ from asphalt import log
 from asphalt.errors import Conflict, Unavailable
 from asphalt.master.store import keys, migrations, output, records
 from asphalt.master.store.batch import Batches, open_env
-from asphalt.model.records import Job, Project, Task, Token, Worker
+from asphalt.model.members import Token, Worker
+from asphalt.model.records import Job, Project, Task
 from asphalt.protocol import Frame
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asphalt.limits import NO_LIMITS, Limits
+from asphalt.model.env_allow import OWN as _OWN
+from asphalt.model.env_allow import allowed
 from asphalt.protocol import STDERR, STDOUT
 
 if TYPE_CHECKING:
@@ -37,9 +40,16 @@ _READ_SIZE = 65536
 # scratch directory. The rest only by the worker's allow list.
 BASIC_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "TERM")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# The worker's own settings (its join token among them): never passed on, whatever is allowed.
-_OWN = "ASPHALT_"
 _ALLOW = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+
+
+@dataclass(slots=True)
+class Meter:
+    """What a runtime measured a job attempt use, filled in as it runs; None: not measured."""
+
+    cpu_s: float | None = None  # user + system
+    peak_memory: int | None = None  # bytes
+    measured: str = ""  # how, or why not
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +67,7 @@ class JobSpec:
     outputs: OutputsFile | None = None  # where $ASPHALT_OUTPUTS lands; None: the job gets none
     # Directories of this machine bound into the job's container, by the path inside it.
     mounts: Mapping[str, Path] = field(default_factory=dict)
+    meter: Meter | None = None  # where the runtime says what the job used
 
 
 class RuntimeFailure(Exception):
@@ -210,13 +221,23 @@ def worker_env(allow: Sequence[str]) -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if allowed(name, patterns)}
 
 
-def allowed(name: str, allow: Sequence[str]) -> bool:
-    """Whether the worker's allow list (names, PREFIX_*) lets `name` through to jobs."""
-    if name.startswith(_OWN):
-        return False
-    return any(name.startswith(p[:-1]) if p[-1] == "*" else name == p for p in allow)
-
-
 def passed_env(given: Mapping[str, str], *overrides: Mapping[str, str]) -> list[str]:
     """The names in `given` (from the worker) that no later mapping (the job's env) overrides."""
     return sorted(set(given).difference(*overrides))
+
+
+def probe_socket(path: str, timeout_s: float) -> None:
+    """Fail fast when nothing listens on the socket (docker-py leaks its socket then)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout_s)
+        try:
+            probe.connect(path)
+        except OSError as e:
+            raise RuntimeFailure(f"docker daemon unreachable: {path}: {e.strerror}") from e
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of data to a blocking descriptor (a pipe's write end)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

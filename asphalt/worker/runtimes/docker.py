@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import math
 import os
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,7 +29,10 @@ from .base import (
     RuntimeFailure,
     copy_all,
     output_pipes,
+    probe_socket,
+    write_all,
 )
+from .cgroups import CgroupSampler
 from .host import job_env
 from .outputs_file import IN_CONTAINER, OutputsFile, container_archive
 
@@ -121,8 +123,13 @@ class DockerRuntime:
         starting = asyncio.ensure_future(self._call(lambda c: _start(c, spec, confinement)))
         container: Container | None = None
         copiers: list[_LogCopier] = []
+        sampler: CgroupSampler | None = None
         try:
             container = running = await asyncio.shield(starting)
+            if spec.meter is not None:
+                pid = await self._call(lambda _: _pid(running))
+                sampler = CgroupSampler(pid, spec.meter)
+                sampler.start()
             async with output_pipes() as pipes:
                 copiers = [_LogCopier(running, pipe.write_fd, pipe.stream) for pipe in pipes]
                 await copy_all(pipes, sink)
@@ -136,6 +143,8 @@ class DockerRuntime:
         finally:
             for copier in copiers:
                 copier.stop()  # before any await: its thread ends whatever happens next
+            if sampler is not None:
+                await sampler.stop()
             if container is None:
                 with contextlib.suppress(Exception):
                     container = await starting
@@ -208,22 +217,12 @@ class DockerRuntime:
             if self._client is None:
                 url = self._base_url or os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
                 if url.startswith("unix://"):
-                    _probe(url.removeprefix("unix://"))
+                    probe_socket(url.removeprefix("unix://"), _PING_TIMEOUT_S)
                 if self._base_url is None:  # from_env also reads the DOCKER_TLS_* settings
                     self._client = docker.from_env(timeout=_TIMEOUT_S, max_pool_size=_POOL)
                 else:
                     self._client = docker.DockerClient(url, timeout=_TIMEOUT_S, max_pool_size=_POOL)
             return self._client
-
-
-def _probe(path: str) -> None:
-    """Fail fast when nothing listens on the socket (docker-py leaks its socket then)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(_PING_TIMEOUT_S)
-        try:
-            probe.connect(path)
-        except OSError as e:
-            raise RuntimeFailure(f"docker daemon unreachable: {path}: {e.strerror}") from e
 
 
 def _find_image(client: docker.DockerClient, image: str, *, pull: bool) -> None:
@@ -278,6 +277,12 @@ def _copy_outputs(container: Container, outputs: OutputsFile) -> None:
         outputs.refuse(f"{ENV} could not be copied out of the container: {why}")
 
 
+def _pid(container: Container) -> int:
+    """The container's first process on this machine (0 if it has ended already)."""
+    container.reload()
+    return int(container.attrs.get("State", {}).get("Pid") or 0)
+
+
 def _dispose(container: Container, grace_s: float) -> None:
     """Stop (SIGTERM, SIGKILL after the grace) and remove; the stop is a no-op if it exited."""
     with contextlib.suppress(DockerException, OSError):
@@ -318,7 +323,7 @@ class _LogCopier:
                     # It no longer begins with what was seen: Docker dropped its start (the
                     # job printed more than it keeps), and a follow loses output where it
                     # does. What it kept is the job's end; the agent keeps head and tail.
-                    _write_all(fd, LOG_GAP_NOTE)
+                    write_all(fd, LOG_GAP_NOTE)
                     self._send(container.logs(stream=True, follow=False, **self._which), fd)
         except Exception as e:
             if not self._stopped:  # once stopped, a broken pipe is how the thread learns it
@@ -337,7 +342,7 @@ class _LogCopier:
             length += len(frame)
             if seen is not None:
                 seen.update(frame)
-            _write_all(fd, frame)
+            write_all(fd, frame)
         return length
 
     def _send_rest(
@@ -360,7 +365,7 @@ class _LogCopier:
                 if head.digest() != digest:
                     return False
                 checked, frame = True, frame[need:]
-            _write_all(fd, frame)
+            write_all(fd, frame)
         return checked
 
     def _use(self, stream: CancellableStream[bytes] | None) -> None:
@@ -385,9 +390,3 @@ class _LogCopier:
 
     async def join(self) -> None:
         await self._done.wait()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from .base import (
     DEFAULT_PATH,
     JobSpec,
+    Meter,
     OutputPipe,
     OutputSink,
     RuntimeFailure,
@@ -142,11 +144,14 @@ async def run_process(
 
 async def _spawn(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, pipes: tuple[OutputPipe, OutputPipe]
-) -> asyncio.subprocess.Process:
+) -> subprocess.Popen[bytes]:
+    # Popen rather than asyncio's processes: the job is reaped here, with wait4, whose resource
+    # use is the job's bill (asyncio's child watcher reaps it itself and drops that).
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+        # As asyncio's own subprocesses do in the loop too: fork and exec, no waiting.
+        return subprocess.Popen(  # noqa: ASYNC220
+            list(argv),
+            stdin=subprocess.DEVNULL,
             stdout=pipes[0].write_fd,
             stderr=pipes[1].write_fd,
             env=dict(env),
@@ -159,8 +164,40 @@ async def _spawn(
         raise RuntimeFailure(f"cannot start {argv[0]}: {e}") from e
 
 
+async def _reaped(proc: subprocess.Popen[bytes], meter: Meter | None) -> int:
+    """Wait for the job's first process to exit, reap it, and measure what it used together
+    with every process it waited for (a shell's commands): CPU and the largest peak of memory.
+    The wait is on a pidfd, so no thread is held while the job runs."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # an old kernel: wait in a thread instead
+        _, status, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
+    else:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        # The pidfd is readable once the process has exited: this reaps it without waiting.
+        _, status, usage = os.wait4(proc.pid, 0)  # noqa: ASYNC222
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if meter is not None:
+        meter.cpu_s = usage.ru_utime + usage.ru_stime
+        meter.peak_memory = usage.ru_maxrss * 1024  # KiB on Linux
+        meter.measured = "rusage of the job's process and those it waited for"
+    return proc.returncode
+
+
 async def _supervise(
-    proc: asyncio.subprocess.Process,
+    proc: subprocess.Popen[bytes],
     pipes: tuple[OutputPipe, OutputPipe],
     group: _JobProcesses,
     sink: OutputSink,
@@ -170,7 +207,7 @@ async def _supervise(
     if leader_born:
         _LEADERS[proc.pid] = leader_born
     pumping = asyncio.create_task(copy_all(pipes, sink))
-    exiting = asyncio.create_task(proc.wait())
+    exiting = asyncio.create_task(_reaped(proc, group.meter))
     try:
         await asyncio.wait({pumping, exiting}, return_when=asyncio.FIRST_COMPLETED)
         if pumping.done():
@@ -193,6 +230,10 @@ async def _supervise(
         for task in (pumping, exiting):
             task.cancel()
         await asyncio.gather(pumping, exiting, return_exceptions=True)
+        if proc.returncode is None:  # stopped and killed, but not reaped in time: reap it now
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(proc.pid, os.WNOHANG)[0]:  # noqa: ASYNC222 (WNOHANG: no wait)
+                    proc.returncode = -1
 
 
 class _JobProcesses:
@@ -200,6 +241,7 @@ class _JobProcesses:
     the group but still carries the job's ASPHALT_JOB_ID and ASPHALT_ATTEMPT."""
 
     def __init__(self, pgid: int, spec: JobSpec, born: int) -> None:
+        self.meter = spec.meter
         self._pgid = pgid
         self._marker = {f"{k}={v}".encode() for k, v in job_env(spec).items()}
         self._started = time.monotonic()
