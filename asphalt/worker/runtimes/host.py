@@ -27,7 +27,8 @@ from .base import (
     quiet_s,
     worker_env,
 )
-from .workdirs import WorkDirs
+from .host_cgroup import JobCgroup, job_group
+from .workdirs import WorkDirs, worker_prefix
 
 # Every job process carries these, so what a job leaves behind can be found again by its id.
 ENV_JOB = "ASPHALT_JOB_ID"
@@ -112,6 +113,7 @@ def reap_processes(worker_id: str, dirs: WorkDirs) -> list[str]:
             prefix = f"{ENV_JOB}=".encode()
             jobs.update(v[len(prefix) :].decode() for v in env if v.startswith(prefix))
     dirs.remove_left(worker_id)
+    JobCgroup.remove_left(worker_prefix(worker_id))
     return sorted(jobs)
 
 
@@ -132,6 +134,26 @@ async def run_process(
     """
     if not argv:
         raise RuntimeFailure("empty command")
+    group = job_group(argv, env, cwd, spec)
+    try:
+        return await _run_in(
+            group.wrap(list(argv)) if group else argv, env, cwd, spec, sink, grace_s
+        )
+    finally:
+        if group is not None:
+            assert spec.meter is not None
+            group.measure(spec.meter)
+            group.remove()
+
+
+async def _run_in(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    spec: JobSpec,
+    sink: OutputSink,
+    grace_s: float,
+) -> int:
     async with output_pipes() as pipes:
         born = _boot_ticks()  # every process of the job starts at or after this
         try:

@@ -53,7 +53,7 @@ class WorkDirs:
 
     def remove_left(self, worker_id: str) -> None:
         """Remove what an earlier, dead run of this worker left (blocking: call in a thread)."""
-        for left in self.root.glob(f"{glob.escape(_worker_prefix(worker_id))}*"):
+        for left in self.root.glob(f"{glob.escape(worker_prefix(worker_id))}*"):
             _remove_tree(left)
 
     def _make(self, spec: JobSpec) -> Path:
@@ -67,7 +67,7 @@ class WorkDirs:
                         f"work directory {self.root} is not a directory of this user's"
                     )
                 self._checked = True
-            prefix = f"{_worker_prefix(spec.worker_id)}{_safe(spec.job_id)}-{spec.attempt}-"
+            prefix = f"{worker_prefix(spec.worker_id)}{safe_name(spec.job_id)}-{spec.attempt}-"
             return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))  # mode 0700
         except FileNotFoundError:
             self._checked = False  # the root went away meanwhile: make it again next time
@@ -76,12 +76,12 @@ class WorkDirs:
             raise RuntimeFailure(f"cannot make a working directory in {self.root}: {e}") from e
 
 
-def _worker_prefix(worker_id: str) -> str:
+def worker_prefix(worker_id: str) -> str:
     """What the directories of one worker's jobs begin with, so a dead run's can be found."""
-    return f"{_safe(worker_id) or '_'}+"  # never in a _safe name: "w+" is not "w-1+"
+    return f"{safe_name(worker_id) or '_'}+"  # never in a safe_name: "w+" is not "w-1+"
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:64]
 
 
