@@ -11,10 +11,12 @@ from aiohttp import web
 from asphalt.errors import AsphaltError
 from asphalt.master.http import auth
 from asphalt.master.http.common import Handler, wants_html
-from asphalt.web import format, forms, graphdraw, guard, login
+from asphalt.web import format, forms, graphdraw, guard, login, template_pages
 from asphalt.web.pages import PAGES, chrome
 
 HERE = Path(__file__).parent
+# Route names of the API whose GET a browser sees as a page, and the page it gets.
+ALL_PAGES = {**PAGES, "templates": template_pages.templates, "template": template_pages.template}
 
 
 @web.middleware
@@ -27,9 +29,9 @@ async def negotiate(request: web.Request, handler: Handler) -> web.StreamRespons
     if refused is not None:
         return refused
     route = request.match_info.route.name
-    if request.method == "GET" and route in PAGES and wants_html(request):
+    if request.method == "GET" and route in ALL_PAGES and wants_html(request):
         try:
-            return await PAGES[route](request)
+            return await ALL_PAGES[route](request)
         except AsphaltError as e:
             return await error_page(request, e.status, e.message)
     if request.method == "GET" and wants_html(request):
@@ -64,6 +66,8 @@ def setup(app: web.Application) -> None:
         format.seconds_between(job.get("startedAt"), job.get("endedAt"))
     )
     env.filters["job_order"] = graphdraw.order
+    env.filters["size"] = format.human_size
+    env.filters["seconds"] = format.human_duration
     env.globals["ENDED"] = format.ENDED
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.router.add_static("/static/", HERE / "static", name="static", append_version=True)

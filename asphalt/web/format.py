@@ -1,4 +1,4 @@
-"""Small text helpers for pages: durations, ANSI codes, state groups."""
+"""Small text helpers for pages: durations, sizes, ANSI codes, state groups."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ def human_duration(seconds: float | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def human_size(size: int | None) -> str:
+    """Bytes as people read them: 512 B, 3.4 KB, 210.7 MB (powers of 1000, as df -H)."""
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def _parse(stamp: str) -> datetime:

@@ -14,7 +14,7 @@ from asphalt.master.core.inputs import parse_project, parse_task, parse_token
 from asphalt.master.http import admin, auth
 from asphalt.master.http.common import SCHEDULER, read_body
 from asphalt.master.http.hooks_api import HOOKS
-from asphalt.web import guard, pages
+from asphalt.web import guard, pages, template_pages
 
 # A form's action answers with where to go next, or with a page of its own (one that shows a
 # secret once cannot be a redirect).
@@ -42,6 +42,11 @@ async def handle(request: web.Request, action: FormHandler) -> web.StreamRespons
         target = await action(request, fields)  # type: ignore[arg-type]
     except AsphaltError as e:
         typed = {k: str(v) for k, v in fields.items() if k != guard.FIELD}
+        if action is create_task and "template" in fields:  # the launch form, again
+            name = str(fields["template"])
+            return template_pages.launch_page(
+                request, name, form=typed, error=e.message, field=e.field
+            )
         if action is create_task:  # show the form again with what was typed, and why not
             return await pages.project(request, form=typed, error=e.message)
         if action is create_token:
@@ -94,9 +99,19 @@ def _job_from_form(form: MultiDictProxy[str]) -> dict[str, Any]:
 
 
 async def create_task(request: web.Request, form: MultiDictProxy[str]) -> str:
+    """A task from the project page's form, or a template's launch form."""
     scheduler = request.app[SCHEDULER]
     project = scheduler.tasks.project(request.match_info["project"])
-    body: dict[str, Any] = {"jobs": {"main": _job_from_form(form)}}
+    body: dict[str, Any]
+    if "template" in form:
+        version = form.get("version", "")
+        found = scheduler.templates.find(
+            form["template"], int(version) if version.isdigit() else None
+        )
+        args = template_pages.args_from_form(found.args, form)
+        body = {"template": found.name, "version": found.version, "args": args}
+    else:
+        body = {"jobs": {"main": _job_from_form(form)}}
     if task_id := form.get("id", "").strip():
         body["id"] = task_id
     task = scheduler.tasks.create_task(project, parse_task(body, scheduler.templates.find))

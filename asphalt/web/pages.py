@@ -13,6 +13,7 @@ from asphalt.master.core.inputs import parse_limit, whole
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.http import admin as admin_api
 from asphalt.master.http import auth
+from asphalt.master.http.artifacts_api import ARTIFACTS
 from asphalt.master.http.common import SCHEDULER
 from asphalt.master.http.hooks_api import HOOKS, callback_views
 from asphalt.master.http.retention_api import RETENTION
@@ -40,9 +41,10 @@ def chrome(request: web.Request) -> dict[str, Any]:
     }
 
 
-def _page(
+def render(
     request: web.Request, template: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:
+    """A page: the template with the frame's context (links, counts, the form token)."""
     scheduler = request.app[SCHEDULER]
     context.setdefault("live", False)
     context["csrf"] = guard.token(request)
@@ -82,7 +84,7 @@ async def dashboard(request: web.Request) -> web.Response:
         projects.append({"project": project.view(), "tasks": views})
     workers = scheduler.views.workers(who.sees if who.projects else None)
     live = any(_in_flight(t) for p in projects for t in p["tasks"])
-    return _page(
+    return render(
         request,
         "dashboard.html",
         {
@@ -130,7 +132,7 @@ async def project(
     }
     if error is not None:
         context |= {"error": error, "form": form or {}}
-    return _page(request, "project.html", context, status=400 if error else 200)
+    return render(request, "project.html", context, status=400 if error else 200)
 
 
 async def task(request: web.Request) -> web.Response:
@@ -167,7 +169,7 @@ async def task(request: web.Request) -> web.Response:
         "live": _in_flight(view),
         "title": f"{task.id} · {project.name}",
     }
-    return _page(request, "task.html", context)
+    return render(request, "task.html", context)
 
 
 def _output_tail(jobs: int) -> int:
@@ -199,6 +201,7 @@ async def job(request: web.Request) -> web.Response:
         if 0 <= newline < len(data) - 1:
             start, data = start + newline + 1, data[newline + 1 :]
     task_record = scheduler.tasks.task(project, record.task)
+    artifacts = request.app[ARTIFACTS].listed(record, record.attempt) if record.attempt else []
     context = {
         "project": project.view(),
         "current": task_record.current.number == record.run,
@@ -207,10 +210,14 @@ async def job(request: web.Request) -> web.Response:
         "output": strip_ansi(data.decode("utf-8", "replace")),
         "offset": read.end if read else 0,
         "hidden": start,
+        "artifacts": [a.view(record.id, record.attempt) for a in artifacts],
+        "artifacts_archive": f"/jobs/{record.id}/artifacts?attempt={record.attempt}&archive=tar.gz"
+        if any(a.sha256 for a in artifacts)
+        else None,
         "live": record.state in (JobState.QUEUED, JobState.RUNNING),
         "title": f"{record.name} of {record.task} · {project.name}",
     }
-    return _page(request, "job.html", context)
+    return render(request, "job.html", context)
 
 
 async def workers(request: web.Request, *, join: dict[str, str] | None = None) -> web.Response:
@@ -224,7 +231,7 @@ async def workers(request: web.Request, *, join: dict[str, str] | None = None) -
         "title": "Workers",
         "join": join,
     }
-    return _page(request, "workers.html", context)
+    return render(request, "workers.html", context)
 
 
 async def tokens(
@@ -239,7 +246,7 @@ async def tokens(
     context: dict[str, Any] = {"tokens": listed, "made": made, "title": "Tokens"}
     if error is not None:
         context |= {"error": error, "form": form or {}}
-    return _page(request, "tokens.html", context, status=400 if error else 200)
+    return render(request, "tokens.html", context, status=400 if error else 200)
 
 
 def _may(request: web.Request, scope: Scope) -> bool:
@@ -289,7 +296,7 @@ def _deliveries(
         "title": f"{'callback of ' + task_id if task_id else 'hook'} · {project.name}",
         "live": any(d.state == "pending" for d in deliveries),
     }
-    return _page(request, "hook.html", context)
+    return render(request, "hook.html", context)
 
 
 # Route names of the API (asphalt/master/http/api.py) whose GET a browser sees as a page.

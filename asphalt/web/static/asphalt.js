@@ -82,6 +82,10 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const pre of document.querySelectorAll("pre.output")) pre.scrollTop = pre.scrollHeight;
   formatTimes(document);
   setInterval(() => formatTimes(document), 1000);
+  // A select that chooses what the page shows (a template's project) goes there at once.
+  for (const select of document.querySelectorAll("select[data-submit]")) {
+    select.addEventListener("change", () => select.form.submit());
+  }
   const pre = document.querySelector("pre#output[data-follow=yes]");
   if (pre) {
     pre.scrollTop = pre.scrollHeight;
