@@ -192,6 +192,7 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
                 env_allow=worker.env_allow,
                 work_root=worker.work_dir,
                 limits=worker.limits,
+                state_dir=worker.state_dir,
             )
             stack.push_async_callback(_close, runtimes)
             client = MasterClient(worker.master_url, join=worker.join)

@@ -17,13 +17,14 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import Output
 
-from asphalt.worker.runtimes import JobSpec, RuntimeFailure, SingularityRuntime
+from asphalt.worker.runtimes import JobSpec, RuntimeFailure, SingularityRuntime, detect_runtimes
 from asphalt.worker.runtimes.base import BASIC_ENV
 from asphalt.worker.runtimes.singularity import env_flags
 
@@ -35,7 +36,7 @@ args = sys.argv[1:]
 with open({log!r}, "a") as log:
     call = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}
     log.write(json.dumps(call) + "\\n")
-while args and args[0] in ("--quiet", "-q", "--debug", "-d"):
+while args and args[0] in ("--quiet", "-q", "--debug", "-d", "--silent", "-s"):
     args.pop(0)
 if args == ["--version"]:
     print("singularity-ce version 0.0.0-stand-in")
@@ -53,12 +54,28 @@ elif args[0] == "exec":
         for prefix in ("SINGULARITYENV_", "APPTAINERENV_"):
             if key.startswith(prefix):
                 env[key[len(prefix):]] = value
+    binds = []
     while args[0].startswith("-"):
         flag = args.pop(0)
         if flag == "--env":
             value = args.pop(0)
             pairs = [value.strip('"')] if value.count("=") == 1 else next(csv.reader([value]))
             env.update(pair.split("=", 1) for pair in pairs)
+        elif flag in ("--bind", "-B"):  # src[:dest[:opts]], comma-separated, as singularity has it
+            for spec in args.pop(0).split(","):
+                parts = spec.split(":")
+                if len(parts) > 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                    sys.exit(f"FATAL: bind {{spec}}: unknown option")
+                if not os.path.exists(parts[0]):
+                    sys.exit(f"FATAL: mount {{parts[0]}}: no such file or directory")
+                binds.append((parts[0], parts[1] if len(parts) > 1 else parts[0]))
+        elif flag not in ("--cleanenv", "--containall", "-e", "-c"):
+            sys.exit(f"Error: unknown flag: {{flag}}")
+    # No mount here: a variable that names a bound path inside names its source instead.
+    for key, value in list(env.items()):
+        for source, inside in binds:
+            if value == inside or value.startswith(inside + "/"):
+                env[key] = source + value[len(inside):]
     image, command = args[0], args[1:]
     if "://" not in image and not os.path.exists(image):
         sys.exit(f"FATAL: could not open image {{image}}: no such file")
@@ -138,7 +155,8 @@ async def test_the_command_line_is_exec_cleanenv_containall_env_image_sh_c(fake:
     assert await fake.runtime().run(job, Output(), grace_s=1) == 3
     env = ["--env", "GREETING=hi", "--env", f"ASPHALT_JOB_ID={job.job_id}"]
     env += ["--env", "ASPHALT_ATTEMPT=4", "--env", "ASPHALT_WORKER_ID="]
-    exec_ = [str(fake.binary), "exec", "--cleanenv", "--containall", *env, str(fake.image)]
+    head = [str(fake.binary), "--quiet", "exec", "--cleanenv", "--containall"]
+    exec_ = [*head, *env, str(fake.image)]
     assert fake.calls("exec") == [[*exec_, "sh", "-c", "exit 3"]]
 
 
@@ -259,3 +277,46 @@ async def test_an_image_that_cannot_be_pulled_is_not_found_and_not_cached(fake: 
 async def test_a_missing_local_image_is_not_found(fake: Fake, tmp_path: Path) -> None:
     with pytest.raises(RuntimeFailure, match=r"image not found: .*/missing\.sif"):
         await fake.runtime().run(spec(tmp_path / "missing.sif", "true"), Output(), grace_s=1)
+
+
+async def test_artifact_directories_are_bound_read_write(fake: Fake, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    job = spec(fake.image, 'echo kept > "$ASPHALT_RESULTS_DIR/args.json"')
+    job = replace(
+        job, env={**job.env, "ASPHALT_RESULTS_DIR": "/results"}, mounts={"/results": results}
+    )
+    assert await fake.runtime().run(job, Output(), grace_s=1) == 0
+    argv = fake.calls("exec")[0]
+    assert argv[argv.index("--bind") + 1] == f"{results}:/results:rw"
+    assert argv.index("--bind") < argv.index(str(fake.image))
+    assert (results / "args.json").read_text() == "kept\n"
+    gone = replace(job, mounts={"/results": tmp_path / "not-there"})
+    with pytest.raises(RuntimeFailure, match="bind"):
+        await fake.runtime().run(gone, Output(), grace_s=1)
+
+
+async def test_a_worker_finds_the_binary_and_caches_pulls_under_its_state_directory(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{fake.binary.parent}:/usr/bin:/bin")
+    state = tmp_path / "state"
+    runtimes = await detect_runtimes(docker_network="none", state_dir=state)
+    try:
+        found = [r for r in runtimes if isinstance(r, SingularityRuntime)]
+        assert len(found) == 1 and found[0].cache_dir == state / "singularity-cache"
+        job = spec("docker://asphalt-test/busybox", "true")
+        assert await found[0].run(job, Output(), grace_s=1) == 0
+        assert [p.parent for p in (state / "singularity-cache").glob("*.sif")] == [
+            state / "singularity-cache"
+        ]
+    finally:
+        for runtime in runtimes:
+            await runtime.close()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no binary: not advertised
+    runtimes = await detect_runtimes(docker_network="none", state_dir=state)
+    try:
+        assert "singularity" not in [r.name for r in runtimes]
+    finally:
+        for runtime in runtimes:
+            await runtime.close()

@@ -60,6 +60,11 @@ class SingularityRuntime:
         self._env_allow = check_env_allow(env_allow)
         self._dirs = WorkDirs(work_root)
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where pulled images are kept (one file per image URI)."""
+        return self._cache_dir
+
     async def available(self) -> bool:
         return self._binary is not None and os.access(self._binary, os.X_OK)
 
@@ -78,16 +83,28 @@ class SingularityRuntime:
             raise RuntimeFailure("the singularity runtime needs a container image")
         image = await self._image(spec.container)
         command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else spec.action
-        flags, prefixed = self._env(spec)
-        if spec.outputs is not None:  # its directory, bound where a docker job finds it too
-            flags += ["--bind", f"{spec.outputs.path.parent}:{IN_CONTAINER_DIR}"]
-        for inside, path in spec.mounts.items():  # the artifact directories, read-write
-            flags += ["--bind", f"{path}:{inside}:rw"]
-        argv = [self._binary, "exec", "--cleanenv", "--containall", *flags, image, *command]
+        argv = self.command_line(spec, image, command)
         # The markers go on singularity's own process too, so its whole tree can be found.
+        _, prefixed = self._env(spec)
         env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
         async with self._dirs.fresh(spec) as cwd:
             return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
+
+    def command_line(self, spec: JobSpec, image: str, command: list[str]) -> list[str]:
+        """`singularity exec --cleanenv --containall`, the job's env, its binds (the outputs
+        file's directory, where a docker job finds it too; the artifact directories), the
+        image and the command, as spython's client puts an exec together."""
+        assert self._binary is not None
+        flags, _ = self._env(spec)
+        binds = [f"{spec.outputs.path.parent}:{IN_CONTAINER_DIR}"] if spec.outputs else []
+        binds += [f"{path}:{inside}:rw" for inside, path in spec.mounts.items()]
+        client = _spython(self._binary)
+        head: list[str] = client._init_command("exec", [])
+        try:
+            bound: list[str] = client._generate_bind_list(binds)
+        except SystemExit as e:  # spython exits when a bind's source is not there
+            raise RuntimeFailure(f"a directory to bind into the container is gone: {e}") from e
+        return [*head, "--cleanenv", "--containall", *flags, *bound, image, *command]
 
     async def close(self) -> None:
         """Wait for the working directories of ended jobs to be removed."""
