@@ -109,7 +109,7 @@ class Registration(Message, frozen=True, kw_only=True):
     untyped: bool = False
     protocol: int = 1  # PROTOCOL; absent from the workers that came before it
     # Its -env-allow: which of its variables jobs may be given (names, PREFIX_*).
-    env_allow: tuple[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")], ...] = ()
+    env_allow: tuple[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?\Z")], ...] = ()
 
 
 def check_protocol(reg: Registration) -> None:

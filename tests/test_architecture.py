@@ -199,8 +199,8 @@ def test_no_module_reaches_into_another_modules_internals() -> None:
 
 
 # Not Asphalt's: the standard library's one way out without cleanup, and spython's command
-# builder (asphalt/worker/runtimes/singularity.py says why).
-OTHERS_INTERNALS = frozenset({"os._exit", "client._init_command"})
+# builder and bind list (asphalt/worker/runtimes/singularity.py says why).
+OTHERS_INTERNALS = frozenset({"os._exit", "client._init_command", "client._generate_bind_list"})
 
 
 def _private(name: str) -> bool:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from harness import REG, Cluster, Http, MasterFactory, wait_until
 
+from asphalt.master.http.common import SCHEDULER
 from asphalt.protocol import Finish, Manifest
 from asphalt.worker.client import MasterClient, MasterError, Stale
 
@@ -152,3 +154,49 @@ async def test_paths_from_a_worker_are_checked_and_the_cap_drops_whole_files(
     assert shown["results/a"]["size"] == 6 and "sha256" in shown["results/a"]
     assert "-artifact-cap" in shown["results/b"]["dropped"]
     assert shown["results/c"] == {"path": "results/c", "size": 4, "received": False}
+
+
+async def test_deleting_the_task_removes_its_artifacts(master: MasterFactory) -> None:
+    m = await master()
+    assert (await m.call("POST", "/", {"name": "p"}))[0] == 201
+    body = {"id": "t", "action": "x", "results_dir": "/results"}
+    assert (await m.call("POST", "/projects/p", body))[0] == 201
+    async with MasterClient(m.url, join=m.join) as client:
+        worker, job, attempt = await _leased(m, client)
+        files = [("results/a", 3)]
+        assert await client.artifacts(worker, job, attempt, Manifest(files=files)) == ["results/a"]
+        await client.artifact(worker, job, attempt, "results/a", io.BytesIO(b"abc"))
+        fin = Finish(
+            attempt=attempt, state="failed", status=1, reason=None, started_at=1.0, ended_at=2.0
+        )
+        await client.finish(worker, job, fin)
+    _, listing = await m.call("GET", f"/jobs/{job}/artifacts")
+    assert [a["path"] for a in listing["artifacts"]] == ["results/a"]
+    assert (await m.call("DELETE", "/projects/p/tasks/t"))[0] == 200
+    store = m.server.app[SCHEDULER].store
+    await store.flushed()
+    for table in ("artifacts", "artifact_data"):
+        assert store.look(lambda t, name=table: list(t.keys(name, b""))) == [], table
+    assert (await m.call("GET", f"/jobs/{job}/artifacts"))[0] == 404
+
+
+def test_a_worker_keeps_the_files_while_the_master_is_away(cluster: Cluster) -> None:
+    http = cluster.master("-no-worker")
+    cluster.worker()
+    http.post("/", {"name": "p"})
+    # The job writes its result, then the master goes away before the job ends.
+    write = 'sleep 2; echo late > "$ASPHALT_RESULTS_DIR/r.txt"'
+    http.post("/projects/p", {"id": "t", "action": write, "results_dir": "/results"})
+    wait_until(
+        lambda: http.get("/projects/p/tasks/t")["jobs"]["main"]["state"] == "running", 30, "start"
+    )
+    assert cluster.master_proc is not None
+    cluster.master_proc.kill()
+    time.sleep(4)  # the job ends meanwhile; its worker cannot deliver
+    cluster.procs.remove(cluster.master_proc)
+    http = cluster.master("-no-worker")
+    job = wait_until(lambda: http.task_done("p", "t"), 60, "the task to complete")["jobs"]["main"]
+    assert job["state"] == "succeeded", job
+    listing = http.get(f"/jobs/{job['id']}/artifacts")["artifacts"]
+    assert [a["path"] for a in listing] == ["results/r.txt"], listing
+    assert _download(http, listing[0]["url"]) == b"late\n"
