@@ -99,6 +99,7 @@ def parse(
         join=join,
         env_allow=env_allow,
         limits=limits,
+        measure=args.measure,
         name=args.name,
         host=socket.gethostname(),
         types=types,
@@ -193,6 +194,7 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
                 work_root=worker.work_dir,
                 limits=worker.limits,
                 state_dir=worker.state_dir,
+                cgroups=worker.measure == "cgroup",
             )
             stack.push_async_callback(_close, runtimes)
             client = MasterClient(worker.master_url, join=worker.join)

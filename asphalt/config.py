@@ -25,6 +25,7 @@ class WorkerConfig:
     join: str | None = None  # the join token (-join or ASPHALT_JOIN); it may pin the master's TLS
     env_allow: tuple[str, ...] = ()  # worker variables host jobs may see: names or PREFIX_*
     limits: Limits = NO_LIMITS  # defaults for a docker job's memory, CPUs and processes
+    measure: str = "rusage"  # host jobs' bill: "rusage", or "cgroup" (a group of each job's own)
     # Where host jobs get their fresh working directories; None: the system's temp dir (the
     # embedded worker's choice, so that no job ever works inside the master's data directory).
     work_dir: Path | None = None

@@ -139,6 +139,13 @@ def parser() -> argparse.ArgumentParser:
         help="worker: variables of its own environment that host jobs may see",
     )
     flag(
+        "measure",
+        choices=("rusage", "cgroup"),
+        default="rusage",
+        help="worker: how host jobs' CPU and peak memory are measured: rusage (counts the "
+        "worker's own memory at the fork) or cgroup (exact, where one can be made; ~1 ms a job)",
+    )
+    flag(
         "limits",
         default="",
         metavar="memory=2g,cpus=2,pids=1024",

@@ -48,6 +48,8 @@ def test_host_and_docker_jobs_show_their_wall_time_cpu_and_peak_memory(
         assert bill["measured"], bill
     done = _done(http, "small")
     jobs = done["jobs"].values()
+    # By default a small host job's peak is wait4's, which counts the worker's memory too.
+    assert "at most the worker's own" in done["jobs"]["a"]["bill"]["measured"], done
     assert done["bill"]["wallS"] == pytest.approx(sum(j["bill"]["wallS"] for j in jobs), abs=0.01)
     assert done["bill"]["peakMemoryBytes"] == max(j["bill"]["peakMemoryBytes"] for j in jobs)
     # A rerun job keeps the bill of its earlier attempt, and the task's counts both.
@@ -88,3 +90,17 @@ def test_env_from_host_passes_only_the_names_the_worker_allows(
         lambda: http.get("/projects/p/tasks/greedy")["jobs"]["main"].get("reason"), 10, "reason"
     )
     assert "OTHER" in reason and "-env-allow" in reason, reason
+
+
+def test_measure_cgroup_gives_a_small_job_its_own_small_peak(cluster: Cluster) -> None:
+    http = cluster.master("-measure", "cgroup")
+    http.post("/", {"name": "p"})
+    http.post("/projects/p", {"id": "small", "action": "true"})
+    http.post("/projects/p", {"id": "big", "action": ALLOCATE + "sleep 0.1"})
+    small = _done(http, "small")["jobs"]["main"]["bill"]
+    big = _done(http, "big")["jobs"]["main"]["bill"]
+    if "cgroup" in small["measured"]:  # the worker could make a group of the job's own
+        assert small["peakMemoryBytes"] < 16 * MB, small
+        assert 180 * MB < big["peakMemoryBytes"] < 320 * MB, big
+    else:  # it could not (no cgroup it may write): measured as without the flag, and says so
+        assert "rusage" in small["measured"], small

@@ -43,21 +43,25 @@ async def detect_runtimes(
     work_root: Path | None = None,
     limits: Limits = NO_LIMITS,
     state_dir: Path | None = None,
+    cgroups: bool = False,
 ) -> list[Runtime]:
     """Host always; docker when its daemon answers; singularity when its binary is installed.
 
     `env_allow` (names, or prefixes ending in `*`) is what host and singularity jobs may get
     of the worker's environment beyond the basics; `work_root` holds their working
     directories (the temp dir when None); `limits` are the defaults for docker jobs;
-    `state_dir` holds the images singularity pulls (singularity-cache/ in it).
+    `state_dir` holds the images singularity pulls (singularity-cache/ in it); with `cgroups`,
+    host and singularity jobs are measured in control groups of their own.
     Raises ValueError for an allow list that names the worker's own ASPHALT_* variables.
     """
     allow = check_env_allow(env_allow)
     docker = DockerRuntime(network=docker_network, limits=limits)
     cache = state_dir / "singularity-cache" if state_dir is not None else None
-    singularity = SingularityRuntime(env_allow=allow, work_root=work_root, cache_dir=cache)
+    singularity = SingularityRuntime(
+        env_allow=allow, work_root=work_root, cache_dir=cache, cgroups=cgroups
+    )
     has_docker, has_singularity = await asyncio.gather(docker.available(), singularity.available())
-    found: list[Runtime] = [HostRuntime(env_allow=allow, work_root=work_root)]
+    found: list[Runtime] = [HostRuntime(env_allow=allow, work_root=work_root, cgroups=cgroups)]
     if has_docker:
         found.append(docker)
     else:

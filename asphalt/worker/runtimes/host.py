@@ -16,7 +16,6 @@ from typing import Any
 from .base import (
     DEFAULT_PATH,
     JobSpec,
-    Meter,
     OutputPipe,
     OutputSink,
     RuntimeFailure,
@@ -27,7 +26,7 @@ from .base import (
     quiet_s,
     worker_env,
 )
-from .host_cgroup import JobCgroup, job_group
+from .host_cgroup import CgroupPool, JobCgroup, check_found, reaped
 from .workdirs import WorkDirs, worker_prefix
 
 # Every job process carries these, so what a job leaves behind can be found again by its id.
@@ -64,9 +63,17 @@ class HostRuntime:
 
     name = "host"
 
-    def __init__(self, *, env_allow: Iterable[str] = (), work_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env_allow: Iterable[str] = (),
+        work_root: Path | None = None,
+        cgroups: bool = False,
+    ) -> None:
         self._env_allow = check_env_allow(env_allow)
         self._dirs = WorkDirs(work_root)
+        # With cgroups, its jobs are measured in groups of their own, where one can be made.
+        self._groups = CgroupPool() if cgroups else None
         # The worker's environment does not change while it runs: what jobs get of it neither.
         self._given = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow)}
 
@@ -83,11 +90,15 @@ class HostRuntime:
         outputs = spec.outputs.env() if spec.outputs is not None else {}
         env = {**self._given, **spec.env, **job_env(spec), **outputs}
         async with self._dirs.fresh(spec) as cwd:
-            return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
+            return await run_process(
+                argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s, groups=self._groups
+            )
 
     async def close(self) -> None:
         """Wait for the working directories of ended jobs to be removed."""
         await self._dirs.close()
+        if self._groups is not None:
+            self._groups.close()
 
     async def reap(self, worker_id: str) -> list[str]:
         return await asyncio.to_thread(reap_processes, worker_id, self._dirs)
@@ -125,8 +136,10 @@ async def run_process(
     spec: JobSpec,
     sink: OutputSink,
     grace_s: float,
+    groups: CgroupPool | None = None,
 ) -> int:
-    """Run argv in its own process group, stream its stdout and stderr, leave nothing behind.
+    """Run argv in its own process group, stream its stdout and stderr, leave nothing behind;
+    with `groups`, in a control group of its own that measures it (host_cgroup.py).
 
     The job is over when its first process exits: whatever it started and left running is
     stopped like a cancelled job (SIGTERM, then SIGKILL after `grace_s`), because a stray
@@ -134,16 +147,17 @@ async def run_process(
     """
     if not argv:
         raise RuntimeFailure("empty command")
-    group = job_group(argv, env, cwd, spec)
+    group = groups.take(spec) if groups is not None else None
+    if group is not None:
+        check_found(argv, env, cwd)
     try:
-        return await _run_in(
-            group.wrap(list(argv)) if group else argv, env, cwd, spec, sink, grace_s
-        )
+        wrapped = group.wrap(list(argv)) if group is not None else argv
+        return await _run_in(wrapped, env, cwd, spec, sink, grace_s)
     finally:
-        if group is not None:
+        if group is not None and groups is not None:
             assert spec.meter is not None
             group.measure(spec.meter)
-            group.remove()
+            groups.release(group)
 
 
 async def _run_in(
@@ -186,38 +200,6 @@ async def _spawn(
         raise RuntimeFailure(f"cannot start {argv[0]}: {e}") from e
 
 
-async def _reaped(proc: subprocess.Popen[bytes], meter: Meter | None) -> int:
-    """Wait for the job's first process to exit, reap it, and measure what it used together
-    with every process it waited for (a shell's commands): CPU and the largest peak of memory.
-    The wait is on a pidfd, so no thread is held while the job runs."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except OSError:  # an old kernel: wait in a thread instead
-        _, status, usage = await asyncio.to_thread(os.wait4, proc.pid, 0)
-    else:
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[None] = loop.create_future()
-
-        def readable() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(pidfd, readable)
-        try:
-            await exited
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-        # The pidfd is readable once the process has exited: this reaps it without waiting.
-        _, status, usage = os.wait4(proc.pid, 0)  # noqa: ASYNC222
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if meter is not None:
-        meter.cpu_s = usage.ru_utime + usage.ru_stime
-        meter.peak_memory = usage.ru_maxrss * 1024  # KiB on Linux
-        meter.measured = "rusage of the job's process and those it waited for"
-    return proc.returncode
-
-
 async def _supervise(
     proc: subprocess.Popen[bytes],
     pipes: tuple[OutputPipe, OutputPipe],
@@ -229,7 +211,7 @@ async def _supervise(
     if leader_born:
         _LEADERS[proc.pid] = leader_born
     pumping = asyncio.create_task(copy_all(pipes, sink))
-    exiting = asyncio.create_task(_reaped(proc, group.meter))
+    exiting = asyncio.create_task(reaped(proc, group.meter))
     try:
         await asyncio.wait({pumping, exiting}, return_when=asyncio.FIRST_COMPLETED)
         if pumping.done():

@@ -30,6 +30,7 @@ from .host import (
     reap_processes,
     run_process,
 )
+from .host_cgroup import CgroupPool
 from .outputs_file import IN_CONTAINER, IN_CONTAINER_DIR
 from .workdirs import WorkDirs
 
@@ -53,12 +54,15 @@ class SingularityRuntime:
         cache_dir: Path | str | None = None,
         env_allow: Iterable[str] = (),
         work_root: Path | None = None,
+        cgroups: bool = False,
     ) -> None:
         self._binary = binary or shutil.which("singularity") or shutil.which("apptainer")
         self._cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self._pulls: dict[str, asyncio.Lock] = {}
         self._env_allow = check_env_allow(env_allow)
         self._dirs = WorkDirs(work_root)
+        # With cgroups, its jobs are measured in groups of their own, where one can be made.
+        self._groups = CgroupPool() if cgroups else None
 
     @property
     def cache_dir(self) -> Path:
@@ -88,7 +92,9 @@ class SingularityRuntime:
         _, prefixed = self._env(spec)
         env = {"PATH": DEFAULT_PATH, **worker_env(self._env_allow), **prefixed, **job_env(spec)}
         async with self._dirs.fresh(spec) as cwd:
-            return await run_process(argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s)
+            return await run_process(
+                argv, env=env, cwd=cwd, spec=spec, sink=sink, grace_s=grace_s, groups=self._groups
+            )
 
     def command_line(self, spec: JobSpec, image: str, command: list[str]) -> list[str]:
         """`singularity exec --cleanenv --containall`, the job's env, its binds (the outputs
@@ -109,6 +115,8 @@ class SingularityRuntime:
     async def close(self) -> None:
         """Wait for the working directories of ended jobs to be removed."""
         await self._dirs.close()
+        if self._groups is not None:
+            self._groups.close()
 
     async def reap(self, worker_id: str) -> list[str]:
         """Its jobs are host processes (singularity exec), found and ended like host jobs."""
