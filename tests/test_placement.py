@@ -60,6 +60,37 @@ async def test_max_running_holds_across_two_workers(master: MasterFactory) -> No
         assert last is not None
 
 
+async def test_the_room_an_end_makes_goes_to_one_waiting_worker_only(
+    master: MasterFactory,
+) -> None:
+    m = await master(poll_hold_s=5.0, lease_s=30.0)
+    await _project(m, {**TEMPLATE, "max_running": 1})
+    for task in ("a", "b", "c"):
+        assert (await m.call("POST", "/projects/p", {"id": task, "template": "train"}))[0] == 201
+    clients = [MasterClient(m.url, join=m.join) for _ in range(3)]
+    for client in clients:
+        await client.__aenter__()
+    try:
+        ids = [(await c.register(replace(REG, name=f"w{i}"))).worker for i, c in enumerate(clients)]
+        lease = await clients[0].lease(ids[0])
+        assert lease is not None
+        waiting = [
+            asyncio.ensure_future(c.lease(w)) for c, w in zip(clients[1:], ids[1:], strict=True)
+        ]
+        await asyncio.sleep(0.3)
+        await clients[0].finish(ids[0], lease.job, _fin(lease.attempt))
+        await asyncio.sleep(0.5)
+        assert sum(1 for w in waiting if w.done() and w.result() is not None) == 1
+        _, workers = await m.call("GET", "/workers")
+        assert sum(len(w["running"]) for w in workers["workers"]) == 1, workers
+        for w in waiting:
+            w.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
+
+
 async def test_env_from_host_goes_only_to_workers_that_allow_it(master: MasterFactory) -> None:
     m = await master(poll_hold_s=0.3, lease_s=30.0)
     await _project(m, {**TEMPLATE, "env_from_host": ["AWS_REGION"]})

@@ -77,6 +77,7 @@ async def test_bad_args_are_400s_naming_the_argument_and_the_rule(master: Master
         ({"model": "huge"}, "args.model", "is not one of ['small', 'large']"),
         ({"model": "small", "epoch": 2}, "args.epoch", "not an argument of the template"),
         ({"model": "small", "epochs": 2**64}, "args", "beyond 64 bits"),
+        ({"model": "small", "rate": float("inf")}, "args", "finite"),
         ({}, "args.model", "is required"),
     ]
     for args, field, words in cases:
@@ -144,6 +145,9 @@ async def test_an_update_is_a_new_version_and_jobs_say_which_they_ran(
     job = old_task["jobs"]["main"]["id"]
     status, kept = await m.call("GET", f"/jobs/{job}")
     assert kept["template"] == {"name": "train", "version": 1}, kept
+    # Made again, it goes on from the versions that were: (train, 1) still means that one.
+    status, again = await m.call("POST", "/templates", TRAIN)
+    assert status == 201 and again["version"] == 3, again
 
 
 async def test_a_bad_template_is_a_400_naming_the_field(master: MasterFactory) -> None:
@@ -160,6 +164,9 @@ async def test_a_bad_template_is_a_400_naming_the_field(master: MasterFactory) -
         ({**TRAIN, "results_dir": "/a/../etc"}, "results_dir"),
         ({**TRAIN, "logs_dir": "logs"}, "logs_dir"),
         ({**TRAIN, "env_from_host": ["A-B"]}, "env_from_host"),
+        ({**TRAIN, "env_from_host": ["ASPHALT_JOIN"]}, "env_from_host"),
+        ({**TRAIN, "results_dir": "/r,/:/host"}, "results_dir"),
+        ({**TRAIN, "logs_dir": "/logs:ro"}, "logs_dir"),
         ({**TRAIN, "max_running": 0}, "max_running"),
         ({**TRAIN, "comand": "x"}, "comand"),
         ({**TRAIN, "args": {"properties": {"a": {"maximum": 2**70}}}}, "args"),

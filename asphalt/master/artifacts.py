@@ -15,7 +15,7 @@ from typing import IO, Any
 from asphalt.errors import BadRequest, Conflict, NotFound
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.store import artifacts as table
-from asphalt.model.artifacts import CHUNK, MAX_FILES, Artifact, path_problem
+from asphalt.model.artifacts import CHUNK, KINDS, MAX_FILES, Artifact, path_problem
 from asphalt.model.members import Worker
 from asphalt.model.records import Job, JobState
 from asphalt.protocol import Manifest
@@ -44,8 +44,9 @@ class Artifacts:
             raise BadRequest(f"at most {MAX_FILES} files per attempt", field="files")
         kept: list[Artifact] = []
         total = 0
-        for path, why in given.skipped:
-            if path_problem(path) is None:
+        for path, why in given.skipped:  # a file passed over, or a note on a whole directory
+            whole = path.endswith("/") and path.rstrip("/") in KINDS
+            if whole or path_problem(path) is None:
                 kept.append(Artifact(path=path, size=0, dropped=why[:200]))
         for path, size in given.files:
             problem = path_problem(path)
@@ -75,27 +76,45 @@ class Artifacts:
         if announced is None or announced.dropped is not None:
             raise Conflict(f"{path!r} is not an artifact this attempt announced to be sent")
         self.store.change(lambda t: table.drop_file(t, job_id, attempt, path))
-        digest, size, index = hashlib.sha256(), 0, 0
-        while True:
-            data = await read(CHUNK)
-            if not data:
-                break
-            size += len(data)
-            if size > announced.size:
-                self.store.change(lambda t: table.drop_file(t, job_id, attempt, path))
-                raise BadRequest(f"{path!r} is longer than the {announced.size} bytes announced")
-            digest.update(data)
-            self.store.change(
-                partial(
-                    table.put_piece, job=job_id, attempt=attempt, path=path, index=index, data=data
-                )
-            )
-            index += 1
-        self._running(worker, job_id, attempt)  # still this worker's, after the wait
-        done = Artifact(path=path, size=size, sha256=digest.hexdigest())
+        try:
+            size, digest = await self._pieces_in(job_id, attempt, path, announced.size, read)
+            self._running(worker, job_id, attempt)  # still this worker's, after the wait
+        except BaseException:  # refused, cut off or stopped: no half file is kept
+            self.store.change(lambda t: table.drop_file(t, job_id, attempt, path))
+            raise
+        done = Artifact(path=path, size=size, sha256=digest)
         self.store.change(lambda t: table.put(t, job_id, attempt, done))
         await self.store.flushed()
         return done
+
+    async def _pieces_in(
+        self, job_id: str, attempt: int, path: str, most: int, read: Read
+    ) -> tuple[int, str]:
+        """Store what `read` gives in pieces of CHUNK bytes; (its size, its SHA-256)."""
+        digest, size, index = hashlib.sha256(), 0, 0
+        held = b""
+        while True:
+            data = await read(CHUNK)
+            size += len(data)
+            if size > most:
+                raise BadRequest(f"{path!r} is longer than the {most} bytes announced")
+            digest.update(data)
+            held += data
+            if len(held) >= CHUNK or (not data and held):
+                piece, held = held[:CHUNK], held[CHUNK:]
+                self.store.change(
+                    partial(
+                        table.put_piece,
+                        job=job_id,
+                        attempt=attempt,
+                        path=path,
+                        index=index,
+                        data=piece,
+                    )
+                )
+                index += 1
+            if not data and not held:
+                return size, digest.hexdigest()
 
     def listed(self, job: Job, attempt: int) -> list[Artifact]:
         return self.store.look(lambda t: table.listed(t, job.id, attempt))
@@ -120,37 +139,56 @@ class Artifacts:
             index += 1
 
     async def archive(self, job: Job, attempt: int) -> AsyncIterator[bytes]:
-        """Every received artifact of the attempt as a tar.gz, built in a temporary file."""
+        """Every received artifact of the attempt as a tar.gz, built in a temporary file by a
+        thread; the store is read on the loop only (its write batch is the loop's)."""
+        loop = asyncio.get_running_loop()
+        found = [a for a in self.listed(job, attempt) if a.sha256 is not None]
+
+        async def piece(path: str, index: int) -> bytes | None:
+            return self.store.look(
+                partial(table.piece, job=job.id, attempt=attempt, path=path, index=index)
+            )
+
+        def fetch(path: str, index: int) -> bytes | None:
+            return asyncio.run_coroutine_threadsafe(piece(path, index), loop).result()
+
         with tempfile.TemporaryFile() as spool:
-            await asyncio.to_thread(self._write_archive, job, attempt, spool)
+            await asyncio.to_thread(_write_archive, job, found, fetch, spool)
             spool.seek(0)
             while data := await asyncio.to_thread(spool.read, ARCHIVE_PIECE):
                 yield data
 
-    def _write_archive(self, job: Job, attempt: int, spool: IO[bytes]) -> None:
-        with tarfile.open(fileobj=spool, mode="w:gz") as tar:
-            for artifact in self.listed(job, attempt):
-                if artifact.sha256 is None:
-                    continue
-                info = tarfile.TarInfo(artifact.path)
-                info.size = artifact.size
-                info.mode = 0o644
-                info.mtime = int(job.ended_at or job.created_at)
-                tar.addfile(info, _Pieces(self.pieces(job, attempt, artifact.path)))
+
+def _write_archive(
+    job: Job,
+    found: list[Artifact],
+    fetch: Callable[[str, int], bytes | None],
+    spool: IO[bytes],
+) -> None:
+    with tarfile.open(fileobj=spool, mode="w:gz") as tar:
+        for artifact in found:
+            info = tarfile.TarInfo(artifact.path)
+            info.size = artifact.size
+            info.mode = 0o644
+            info.mtime = int(job.ended_at or job.created_at)
+            tar.addfile(info, _Pieces(artifact.path, fetch))
 
 
 class _Pieces:
-    """A file's stored pieces, read as a file by tarfile."""
+    """A file's stored pieces, read as a file by tarfile (each fetched when it is wanted)."""
 
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self._pieces = pieces
+    def __init__(self, path: str, fetch: Callable[[str, int], bytes | None]) -> None:
+        self._path = path
+        self._fetch = fetch
+        self._index = 0
         self._held = b""
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self._held) < size:
-            piece = next(self._pieces, None)
+            piece = self._fetch(self._path, self._index)
             if piece is None:
                 break
+            self._index += 1
             self._held += piece
         if size < 0:
             size = len(self._held)

@@ -24,10 +24,12 @@ TOKEN_SCOPES = ("read", "submit", "admin")
 
 Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
 Image = Annotated[str, Meta(pattern=r"^\S+\Z")]
-EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z", max_length=128)]
-# An absolute path inside the job's container, without "." or ".." parts.
+# A worker variable a job may be given: never the worker's own ASPHALT_*.
+EnvName = Annotated[str, Meta(pattern=r"^(?!ASPHALT_)[A-Za-z_][A-Za-z0-9_]*\Z", max_length=128)]
+# An absolute path inside the job's container, without "." or ".." parts, nor "," or ":"
+# (singularity reads them in a --bind as separators).
 InPath = Annotated[
-    str, Meta(pattern=r"^(/[A-Za-z0-9_+@%=,:~-][A-Za-z0-9._+@%=,:~-]*)+\Z", max_length=512)
+    str, Meta(pattern=r"^(/[A-Za-z0-9_+@%=~-][A-Za-z0-9._+@%=~-]*)+\Z", max_length=512)
 ]
 Runtime = Literal["host", "docker", "singularity"]
 B = TypeVar("B", bound=Body)
@@ -78,9 +80,11 @@ HINTS = {
     "command": 'must be a path ("/app/run") or an argv list (["python", "/app/run.py"]); the '
     "arguments' JSON is added as its last argument",
     "description": "must be text of at most 4000 characters",
-    "env_from_host": 'must be a list of variable names, e.g. ["AWS_REGION"]',
-    "logs_dir": 'must be an absolute path such as "/logs" (no "." or ".." parts)',
-    "results_dir": 'must be an absolute path such as "/results" (no "." or ".." parts)',
+    "env_from_host": 'must be a list of variable names, e.g. ["AWS_REGION"] (never the '
+    "worker's own ASPHALT_*)",
+    "logs_dir": 'must be an absolute path such as "/logs" (no "." or ".." parts, no "," or ":")',
+    "results_dir": 'must be an absolute path such as "/results" (no "." or ".." parts, no "," '
+    'or ":")',
     "archive": "must be tar.gz, to download every artifact in one file",
     "max_running": "must be a whole number from 1 to 100000, or null for no cap",
     "overlap": "must be skip (no firing while the last one's task runs) or allow",

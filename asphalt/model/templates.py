@@ -5,6 +5,7 @@ jsonschema; pure."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,11 @@ def check_numbers(value: Any, field_name: str) -> None:
             raise BadRequest(
                 f"{field_name} holds a whole number beyond 64 bits ({str(item)[:20]}...); "
                 "give it as a string",
+                field=field_name,
+            )
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise BadRequest(
+                f"{field_name} holds {item}, which JSON cannot carry; give a finite number",
                 field=field_name,
             )
 

@@ -106,7 +106,7 @@ async def create_task(request: web.Request, form: MultiDictProxy[str]) -> str:
     if "template" in form:
         version = form.get("version", "")
         found = scheduler.templates.find(
-            form["template"], int(version) if version.isdigit() else None
+            form["template"], int(version) if version.isdecimal() and len(version) < 10 else None
         )
         args = template_pages.args_from_form(found.args, form)
         body = {"template": found.name, "version": found.version, "args": args}

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from asphalt.errors import BadRequest
 from asphalt.master.http import auth
@@ -19,6 +18,12 @@ from asphalt.model.bodies import TemplateQuery, read_query
 from asphalt.web import pages
 
 ARG = "arg."  # the form fields of the arguments are arg.NAME
+
+
+class Fields(Protocol):
+    """A posted form: every value given for a field (a checkbox sends a hidden one first)."""
+
+    def getall(self, key: str, default: list[str], /) -> list[str]: ...
 
 
 def _kind(rule: Mapping[str, Any]) -> str:
@@ -61,7 +66,7 @@ def form_fields(schema: Mapping[str, Any], typed: Mapping[str, str]) -> list[dic
     return fields
 
 
-def args_from_form(schema: Mapping[str, Any], form: MultiDictProxy[str]) -> dict[str, Any]:
+def args_from_form(schema: Mapping[str, Any], form: Fields) -> dict[str, Any]:
     """The arguments typed into a launch form, as JSON values; an empty field is left out (its
     default applies). A value that cannot be read is a 400 naming the argument."""
     args: dict[str, Any] = {}
@@ -121,7 +126,7 @@ def launch_page(
     scheduler = request.app[SCHEDULER]
     templates = scheduler.templates
     version = read_query(request.query, TemplateQuery).version
-    if form and form.get("version", "").isdigit():
+    if form and form.get("version", "").isdecimal() and len(form["version"]) < 10:
         version = int(form["version"])
     shown = templates.get(name, version)
     who = auth.caller(request)

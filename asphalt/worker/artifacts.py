@@ -17,7 +17,7 @@ from typing import IO
 from asphalt import log
 from asphalt.model.artifacts import MAX_FILES, path_problem
 from asphalt.protocol import Manifest
-from asphalt.worker.client import MasterClient, MasterError, Unreachable
+from asphalt.worker.client import MasterClient, MasterError, Stale, UnknownWorker, Unreachable
 
 _log = log.get("asphalt.artifacts")
 ENV = {"logs": "ASPHALT_LOGS_DIR", "results": "ASPHALT_RESULTS_DIR"}
@@ -57,10 +57,15 @@ class ArtifactDirs:
         return {self.in_job[kind]: path for kind, path in self.on_host.items()}
 
 
+MANIFEST_BYTES = 768 << 10  # of paths in one manifest: it goes as one request body (1 MiB)
+
+
 def collect(dirs: ArtifactDirs) -> Manifest:
-    """Every regular file in the directories (path, size), and what was passed over, and why."""
+    """Every regular file in the directories (path, size), and what was passed over, and why;
+    at most MAX_FILES entries and MANIFEST_BYTES of paths, a note saying where it stopped."""
     files: list[tuple[str, int]] = []
     skipped: list[tuple[str, str]] = []
+    room = [MAX_FILES - 1, MANIFEST_BYTES]  # entries and bytes left, one kept for the note
     for kind, root in dirs.on_host.items():
         try:
             fd = os.open(root, _DIR_FLAGS)
@@ -69,13 +74,16 @@ def collect(dirs: ArtifactDirs) -> Manifest:
             continue
         try:
             for name, found in _walk(fd, kind):
+                room[0] -= 1
+                room[1] -= len(name.encode()) + 32
+                if room[0] < 0 or room[1] < 0:
+                    why = f"more than {MAX_FILES} files or {MANIFEST_BYTES >> 10} KiB of names"
+                    skipped.append((f"{kind}/", why + ": the rest were not sent"))
+                    return Manifest(files=files, skipped=skipped)
                 if isinstance(found, int):
                     files.append((name, found))
                 else:
                     skipped.append((name, found))
-                if len(files) + len(skipped) >= MAX_FILES:
-                    skipped.append((f"{kind}/", f"more than {MAX_FILES} files: the rest not sent"))
-                    break
         finally:
             os.close(fd)
     return Manifest(files=files, skipped=skipped)
@@ -152,14 +160,9 @@ async def deliver(
         try:
             wanted = await client.artifacts(worker, job, attempt, manifest)
             for path in wanted:
-                try:
-                    file = await asyncio.to_thread(open_artifact, dirs, path)
-                except OSError:
-                    continue  # changed since it was listed: announced, never received
-                with contextlib.closing(file):
-                    await client.artifact(worker, job, attempt, path, file)
+                await _send(client, worker, job, attempt, dirs, path)
             return
-        except Unreachable as e:
+        except Unreachable as e:  # kept here; announced and sent again from the start
             wait = min(0.2 * 2**tries, 5.0)
             _log.warning("artifacts_failed", job=job, error=str(e), retry_s=wait)
             await asyncio.sleep(wait)
@@ -167,3 +170,20 @@ async def deliver(
         except MasterError as e:  # no longer this worker's attempt, or refused: said why
             _log.warning("artifacts_refused", job=job, error=str(e))
             return
+
+
+async def _send(
+    client: MasterClient, worker: str, job: str, attempt: int, dirs: ArtifactDirs, path: str
+) -> None:
+    """One file; one the master refuses (it changed since it was announced) is passed over."""
+    try:
+        file = await asyncio.to_thread(open_artifact, dirs, path)
+    except OSError:
+        return  # changed since it was listed: announced, never received
+    try:
+        with contextlib.closing(file):
+            await client.artifact(worker, job, attempt, path, file)
+    except (Unreachable, Stale, UnknownWorker):
+        raise
+    except MasterError as e:
+        _log.warning("artifact_refused", job=job, path=path, error=str(e))

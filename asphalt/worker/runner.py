@@ -123,9 +123,11 @@ class Runner:
             buffer_cap=self.config.buffer_cap,
         )
         pump = asyncio.create_task(up.pump(self.config.flush_interval_s))
-        masker = Masker(up.write, lease.secrets.values())
+        host = self._from_host(lease)
+        # Values from the worker's environment are masked like secrets: they may be credentials.
+        masker = Masker(up.write, [*lease.secrets.values(), *host.values()])
         try:
-            end = await self._execute(worker, entry, masker)
+            end = await self._execute(worker, entry, masker, host)
             await masker.flush()
             state, status, reason = end.state, end.status, masker.text(end.reason)
         finally:
@@ -163,28 +165,32 @@ class Runner:
         """Give a job back to the master unrun (or stopped), to run elsewhere."""
         await self._call(lambda: self.client.release(worker, lease.job, lease.attempt), lease)
 
-    async def _execute(self, worker: str, entry: RunningJob, masker: Masker) -> Ended:
+    def _from_host(self, lease: Lease) -> dict[str, str]:
+        """The worker's variables the job asks for that this worker allows (the master leases
+        it only where all are; one that is not set is not there)."""
+        return {
+            name: os.environ[name]
+            for name in lease.spec.env_from_host
+            if name in os.environ and allowed(name, self.config.env_allow)
+        }
+
+    async def _execute(
+        self, worker: str, entry: RunningJob, masker: Masker, host: dict[str, str]
+    ) -> Ended:
         lease = entry.lease
         job = lease.spec
         runtime = self.runtimes.get(job.runtime)
         if runtime is None:
             return Ended("failed", reason=f"this worker has no {job.runtime} runtime")
-        # The worker's variables the job asks for, those this worker allows (the master leases
-        # it only where all are; an unset one is not there).
-        host = {
-            name: os.environ[name]
-            for name in job.env_from_host
-            if name in os.environ and allowed(name, self.config.env_allow)
-        }
         spec = JobSpec(  # the attempt as its runtime sees it: the job, in its environment
             job_id=lease.job,
             attempt=lease.attempt,
             action=job.action,
             container=job.container,
             env={**host, **job.env, **lease.env, **lease.secrets, ENV_URL: self.client.base_url},
+            secret_names=(*lease.secrets, *host),
             worker_id=worker,
             limits=job.limits,
-            secret_names=tuple(lease.secrets),
         )
         entry.applied = fit_applied(runtime.applied(spec))
         try:

@@ -121,7 +121,8 @@ class Dispatch:
             self.registry.running.get(held.worker, set()).discard(job_id)
         if held is not None and held.template is not None:
             self.running_of[held.template] -= 1
-            for job, waiter in self.queues.startable():  # its room goes to one that waited
+            while (found := self.queues.startable()) is not None:  # its room, to one waiting
+                job, waiter = found
                 waiter.future.set_result(self.grant(job, waiter.worker))
 
     def renew(self, job_id: str, worker_id: str, attempt: int) -> bool:

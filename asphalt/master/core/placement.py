@@ -30,6 +30,8 @@ def placement_reason(job: Job, live: Sequence[Worker], dispatch: Dispatch) -> st
         if not runnable:
             return f"no live worker that fits it has the {spec.runtime} runtime"
         least = min((refused(spec.env_from_host, w.env_allow) for w in runnable), key=len)
+        if not least:  # each has some of what it needs, none all of it
+            return f"no live worker has both its types and the {spec.runtime} runtime"
         return f"no live worker lets through {', '.join(least)} of its env_from_host (-env-allow)"
     if not dispatch.may_start(job):
         running = dispatch.running_of.get(spec.template or "", 0)

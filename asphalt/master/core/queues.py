@@ -78,10 +78,10 @@ class Queues:
                     return job
         return None
 
-    def startable(self) -> list[tuple[Job, Waiter]]:
-        """Queued jobs that may start now and a waiting worker each fits, taken from the
-        queues (after a cap on starting was lifted: a job of a capped template ended)."""
-        found = []
+    def startable(self) -> tuple[Job, Waiter] | None:
+        """The first queued job that may start now and a waiting worker it fits, both taken
+        (after a cap on starting was lifted: a job of a capped template ended). One at a time:
+        granting it may close the cap again."""
         for queue in (self._reactions, self._main):
             for job in list(queue.values()):
                 if not self.may_start(job):
@@ -91,8 +91,8 @@ class Queues:
                     continue
                 del queue[job.id]
                 self._waiters.remove(waiter)
-                found.append((job, waiter))
-        return found
+                return job, waiter
+        return None
 
     def wait(self, waiter: Waiter) -> None:
         self._waiters.append(waiter)

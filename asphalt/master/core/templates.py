@@ -22,7 +22,8 @@ class Templates:
         self.now = now
 
     def create(self, body: Any) -> Template:
-        """A new template, version 1; a name in use is a 409."""
+        """A new template: version 1, or after the last of one deleted under its name; a name
+        in use is a 409."""
         given = bodies.read(body, TemplateBody)
         if self.versions(given.name):
             raise Conflict(
@@ -30,7 +31,8 @@ class Templates:
                 "a new version of it",
                 field="name",
             )
-        return self._save(_template(given, 1, self.now()))
+        first = self.store.look(lambda tables: table.last_deleted(tables, given.name)) + 1
+        return self._save(_template(given, first, self.now()))
 
     def update(self, name: str, body: Any) -> Template:
         """The next version of a template, from a whole new description of it."""

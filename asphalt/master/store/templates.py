@@ -29,9 +29,23 @@ def every(tables: Tables) -> list[Template]:
     return [records.decode(raw, Template) for _, raw in tables.items("templates")]
 
 
+def _last_key(name: str) -> bytes:
+    return b"template-last" + keys.SEP + name.encode()
+
+
 def delete(tables: Tables, name: str) -> int:
-    """Remove every version of the template; how many there were."""
-    found = list(tables.keys("templates", name.encode() + keys.SEP))
-    for key in found:
-        tables.delete("templates", key)
+    """Remove every version of the template; how many there were. Its last version number is
+    kept, so a template made again under the name goes on from there: a job's (name, version)
+    always means the one it ran."""
+    found = versions(tables, name)
+    for template in found:
+        tables.delete("templates", _key(name, template.version))
+    if found:
+        tables.put("meta", _last_key(name), records.pack_value(found[-1].version))
     return len(found)
+
+
+def last_deleted(tables: Tables, name: str) -> int:
+    """The last version of a template of this name that was deleted (0: none was)."""
+    raw = tables.get("meta", _last_key(name))
+    return int(records.unpack_value(raw)) if raw is not None else 0

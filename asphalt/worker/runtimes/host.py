@@ -147,9 +147,9 @@ async def run_process(
     """
     if not argv:
         raise RuntimeFailure("empty command")
+    if groups is not None and spec.meter is not None:
+        check_found(argv, env, cwd)  # before a group is taken: a missing program leaves none
     group = groups.take(spec) if groups is not None else None
-    if group is not None:
-        check_found(argv, env, cwd)
     try:
         wrapped = group.wrap(list(argv)) if group is not None else argv
         return await _run_in(wrapped, env, cwd, spec, sink, grace_s)

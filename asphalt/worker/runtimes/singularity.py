@@ -103,7 +103,10 @@ class SingularityRuntime:
         assert self._binary is not None
         flags, _ = self._env(spec)
         binds = [f"{spec.outputs.path.parent}:{IN_CONTAINER_DIR}"] if spec.outputs else []
-        binds += [f"{path}:{inside}:rw" for inside, path in spec.mounts.items()]
+        for inside, path in spec.mounts.items():
+            if {",", ":"} & set(f"{inside}{path}"):  # separators in a bind: never passed on
+                raise RuntimeFailure(f"cannot bind {inside!r}: a path with ',' or ':'")
+            binds.append(f"{path}:{inside}:rw")
         client = _spython(self._binary)
         head: list[str] = client._init_command("exec", [])
         try:
