@@ -27,6 +27,7 @@ from asphalt.master.http import (
     hooks_api,
     openapi,
     ops,
+    receivers_api,
     retention_api,
     schedules_api,
     templates_api,
@@ -34,6 +35,7 @@ from asphalt.master.http import (
 )
 from asphalt.master.http.common import MAX_BODY, SCHEDULER, errors
 from asphalt.master.metrics import Metrics
+from asphalt.master.receivers import Receivers
 from asphalt.master.retention import Retention
 from asphalt.master.schedules import Schedules
 from asphalt.master.store import Store
@@ -83,6 +85,9 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(templates_api.routes)
     app[artifacts_api.ARTIFACTS] = Artifacts(app[SCHEDULER], config.artifact_cap)
     app.add_routes(artifacts_api.routes)
+    app[auth.RECEIVERS] = Receivers(app[SCHEDULER])
+    app.add_routes(receivers_api.routes)
+    receivers_api.build(app)
     app.add_routes(openapi.routes)
     app[SCHEDULER].recover()
     pages.setup(app)

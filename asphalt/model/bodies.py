@@ -85,6 +85,7 @@ HINTS = {
     "logs_dir": 'must be an absolute path such as "/logs" (no "." or ".." parts, no "," or ":")',
     "results_dir": 'must be an absolute path such as "/results" (no "." or ".." parts, no "," '
     'or ":")',
+    "branches": 'must be a list of branch names or patterns, e.g. ["main", "release/*"]',
     "archive": "must be tar.gz, to download every artifact in one file",
     "max_running": "must be a whole number from 1 to 100000, or null for no cap",
     "overlap": "must be skip (no firing while the last one's task runs) or allow",
@@ -191,6 +192,15 @@ class BareTemplateTaskBody(BareTemplateJobBody, frozen=True, kw_only=True):
 
     id: Name | None = None
     callback: HookUrl | CallbackBody | None = None
+
+
+class ReceiverBody(Body, frozen=True, kw_only=True):
+    """PUT /projects/{p}/receivers/{kind}: what a service's pushes make, and its secret."""
+
+    secret: Secret | None = None  # leave it out and one is made, shown in the answer once
+    task: dict[str, Any] | None = None  # a task body; or
+    template: Name | None = None  # a template, launched with its defaults
+    branches: list[Annotated[str, Meta(min_length=1, max_length=200)]] = []
 
 
 class JobsBody(Body, frozen=True, kw_only=True):

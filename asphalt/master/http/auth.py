@@ -18,8 +18,10 @@ from aiohttp import web
 
 from asphalt.errors import Forbidden, NotFound, Unauthorized
 from asphalt.master.core.credentials import JOB_PREFIX, Credentials
-from asphalt.master.http.common import SCHEDULER, Handler, wants_html
+from asphalt.master.http.common import SCHEDULER, Handler, read_body, wants_html
+from asphalt.master.receivers import Receivers
 from asphalt.model.members import Token
+from asphalt.model.receivers import Receiver
 from asphalt.model.records import JobState, Project, Scope
 
 SESSION_COOKIE = "asphalt_session"
@@ -116,6 +118,8 @@ LOGIN_PAGE: web.AppKey[LoginPage] = web.AppKey("login_page")
 ErrorPage = Callable[[web.Request, int, str], Awaitable[web.StreamResponse]]
 ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 _CALLER = web.RequestKey("caller", Caller)
+RECEIVERS = web.AppKey("receivers", Receivers)
+RECEIVER = web.RequestKey("receiver", Receiver)  # the receiver a verified push is for
 _CONNECTIONS: weakref.WeakKeyDictionary[asyncio.BaseTransport, bool] = weakref.WeakKeyDictionary()
 _ADMIN = Caller(via="off", scope=Scope.ADMIN)
 _LOCAL = Caller(via="loopback", scope=Scope.ADMIN)
@@ -136,8 +140,8 @@ def known_caller(request: web.Request) -> Caller | None:
 
 
 def protect(app: web.Application, surface: str) -> None:
-    """Give `app` the guard of its surface ("user" or "worker")."""
-    guard = _user_guard if surface == "user" else _worker_guard
+    """Give `app` the guard of its surface ("user", "worker" or "receiver")."""
+    guard = {"user": _user_guard, "worker": _worker_guard, "receiver": _receiver_guard}[surface]
 
     @web.middleware
     async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -331,4 +335,16 @@ async def _worker_guard(request: web.Request, handler: Handler) -> web.StreamRes
         raise Unauthorized(BAD_WORKER)
     if record.revoked:
         raise Unauthorized(REVOKED)
+    return await handler(request)
+
+
+async def _receiver_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A git service's delivery: no token, but signed with the receiver's secret by the
+    service's own scheme (a 401, logged, when it is not)."""
+    body = await read_body(request)  # within the size and time limits; kept for the handler
+    info = request.match_info
+    receivers = request.config_dict[RECEIVERS]
+    request[RECEIVER] = receivers.verified(
+        info.get("project", ""), info.get("kind", ""), request.headers, body
+    )
     return await handler(request)

@@ -26,6 +26,7 @@ BODIES: dict[str, tuple[Any, ...]] = {
     "create_schedule": (bodies.ScheduleBody,),
     "create_template": (bodies.TemplateBody,),
     "update_template": (bodies.TemplateBody,),
+    "put_receiver": (bodies.ReceiverBody,),
 }
 # The query each route reads, by route name (the Structs its handler reads it with).
 QUERIES: dict[str, Any] = {

@@ -44,6 +44,7 @@ _DBS = (
     "templates",  # name, version -> one version of a template (templates.py)
     "artifacts",  # job, attempt, path -> a file the job left (artifacts.py)
     "artifact_data",  # job, attempt, path, piece -> its bytes
+    "receivers",  # project, kind -> a receiver of git pushes (receivers.py)
 )
 _log = log.get("asphalt.store")
 

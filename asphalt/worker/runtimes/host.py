@@ -168,6 +168,7 @@ async def _run_in(
     sink: OutputSink,
     grace_s: float,
 ) -> int:
+    """Spawn argv with its two output pipes and supervise it to its end (run_process's work)."""
     async with output_pipes() as pipes:
         born = _boot_ticks()  # every process of the job starts at or after this
         try:
