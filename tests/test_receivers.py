@@ -163,3 +163,16 @@ async def test_a_receiver_is_checked_when_it_is_set(master: MasterFactory) -> No
     assert status == 200 and len(made["secret"]) >= 16 and made["secret"] != "***", made
     status, shown = await m.call("GET", "/projects/p/receivers/gitlab")
     assert shown["secret"] == "***"
+
+
+async def test_deleting_the_project_removes_its_receivers(master: MasterFactory) -> None:
+    m = await master()
+    assert (await m.call("POST", "/", {"name": "p"}))[0] == 201
+    body = {"secret": SECRET, "task": {"action": "x"}}
+    assert (await m.call("PUT", "/projects/p/receivers/github", body))[0] == 200
+    assert (await m.call("DELETE", "/projects/p"))[0] == 200
+    assert (await m.call("POST", "/", {"name": "p"}))[0] == 201
+    status, listed = await m.call("GET", "/projects/p/receivers")
+    assert status == 200 and listed["receivers"] == [], listed
+    status, _ = await _deliver(m, "github", _github_push(), {})
+    assert status == 401

@@ -9,6 +9,7 @@ import copy
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from asphalt import log
@@ -71,6 +72,11 @@ class Receivers:
     def delete(self, project: Project, kind: str) -> None:
         if not self.store.change(lambda tables: table.delete(tables, project.id, _kind(kind))):
             raise NotFound(f"project {project.name!r} has no {kind} receiver", field="kind")
+
+    def drop_project(self, project: Project) -> None:
+        """The project is deleted: its receivers go with it."""
+        for receiver in self.of(project):
+            self.store.change(partial(table.delete, project=project.id, kind=receiver.kind))
 
     def verified(
         self, project_ref: str, kind: str, headers: Mapping[str, str], body: bytes
