@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from asphalt import discovery, flags, log
+from asphalt import client, discovery, flags, log
 from asphalt.config import MasterConfig, WorkerConfig
 from asphalt.errors import AsphaltError, Unauthorized
 from asphalt.limits import NO_LIMITS, parse_limits_flag
@@ -265,7 +265,10 @@ def _refusal(error: BaseException) -> AsphaltError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    master, worker, (log_format, log_level) = parse(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in client.SUBCOMMANDS:  # the terminal client: run, logs, ls, ...
+        return client.main(given[0], given[1:])
+    master, worker, (log_format, log_level) = parse(given)
     log.setup(log_format, level=log.LEVELS[log_level])
     try:
         asyncio.run(_serve(master, worker))

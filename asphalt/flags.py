@@ -10,7 +10,15 @@ from typing import Any
 from asphalt import __version__
 
 USAGE = """asphalt [flags]                 start a master with its own worker on :8080
-  asphalt -master HOST:PORT [flags]   start a worker for that master"""
+  asphalt -master HOST:PORT [flags]   start a worker for that master
+  asphalt run [-project P] [-container IMAGE] [-detach] -- CMD ARGS...
+                                      run a command there and show it here; exit with its code
+  asphalt logs [-f] JOB               a job's output (-f: until it ends)
+  asphalt ls [PROJECT]                projects, or a project's tasks (-json for scripts)
+  asphalt show|rerun|cancel TASK|JOB  a task or job (-project P: default)
+  asphalt workers                     the workers
+  asphalt login HOST:PORT             keep a master and token in ~/.config/asphalt
+  (every subcommand takes -master HOST:PORT, -token TOKEN, -json and -h)"""
 
 
 class _ExactParser(argparse.ArgumentParser):
