@@ -66,6 +66,39 @@ def test_run_prints_both_streams_where_they_belong_and_exits_with_the_jobs_code(
     assert usage.returncode == 2, usage
     helped = _client(tmp_path, where, "-h")
     assert all(name in helped.stdout for name in ("run", "logs", "ls", "rerun", "cancel"))
+    # On the master's box with no token: logs, show, rerun, cancel.
+    job = http.get(f"/projects/web/tasks/{task}")["jobs"]["main"]["id"]
+    assert _client(tmp_path, where, "logs", "-f", job).returncode == 0
+    shown = _client(tmp_path, where, "show", "-project", "web", task)
+    assert shown.returncode == 0 and "succeeded" in shown.stdout, shown
+    assert _client(tmp_path, where, "rerun", "-project", "web", task).returncode == 0
+    wait_until(lambda: (t := http.task_done("web", task)) and t["run"] == 2, 30, "the rerun")
+    http.post("/projects/web", {"id": "long", "action": "sleep 60"})
+    assert _client(tmp_path, where, "cancel", "-project", "web", "long").returncode == 0
+    done = wait_until(lambda: http.task_done("web", "long"), 30, "the cancel")
+    assert done["outcome"] == "cancelled"
+
+
+def test_run_f_runs_a_graph_file_with_each_jobs_lines_prefixed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.master()
+    graph = {
+        "jobs": {
+            "build": {"action": "echo built; echo warn >&2"},
+            "test": {"action": "echo tested; exit 4", "needs": ["build"]},
+        }
+    }
+    (tmp_path / "task.json").write_text(json.dumps(graph))
+    where = f"127.0.0.1:{cluster.port}"
+    done = _client(tmp_path, where, "run", "-f", str(tmp_path / "task.json"))
+    assert done.returncode == 4, done
+    lines = sorted(done.stdout.splitlines())
+    assert lines == ["build | built", "build | warn", "test  | tested"], done.stdout
+    made = _client(tmp_path, where, "tokens", "create", "ci", "-scope", "submit")
+    assert made.returncode == 0 and made.stdout.startswith("asp_"), made
+    listed = _client(tmp_path, where, "tokens")
+    assert "ci" in listed.stdout and "submit" in listed.stdout, listed
 
 
 def test_ctrl_c_cancels_the_job_on_the_master(cluster: Cluster, tmp_path: Path) -> None:
@@ -141,5 +174,23 @@ def test_ls_logs_rerun_cancel_from_another_host_with_a_token(tmp_path: Path) -> 
             assert done["jobs"]["main"]["state"] == "cancelled"
             workers = inside("workers")
             assert workers.returncode == 0 and "live" in workers.stdout, workers
+            # login keeps the master and the token (0600); then no flags are needed.
+            logged = host.run(
+                [sys.executable, "-m", "asphalt", "login", "-token", token, where],
+                env=_env(tmp_path, ""),
+                capture_output=True,
+                text=True,
+            )
+            assert logged.returncode == 0, logged
+            kept = tmp_path / "config" / "asphalt" / "login.json"
+            assert kept.stat().st_mode & 0o777 == 0o600
+            env = {k: v for k, v in _env(tmp_path, "").items() if k != "ASPHALT_MASTER"}
+            again = host.run(
+                [sys.executable, "-m", "asphalt", "ls", "p"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert again.returncode == 0 and "long" in again.stdout, again
         finally:
             proc.stop()

@@ -49,6 +49,18 @@ def store(master: str, token: str) -> Path:
     return path
 
 
+def _local_admin(master: str) -> str | None:
+    """On the master's box, its admin token where it keeps it by default (./asphalt-data), for
+    a master started with -auth always; one with the default -auth local needs none."""
+    host = master.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        return (Path("asphalt-data") / "admin.token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def base_url(master: str) -> str:
     return master.rstrip("/") if "://" in master else f"http://{master}"
 
@@ -63,7 +75,7 @@ class Api:
         """The flags, else the environment, else what login stored, else the local master."""
         saved = stored()
         where = master or os.environ.get("ASPHALT_MASTER") or saved.get("master") or DEFAULT_MASTER
-        who = token or os.environ.get("ASPHALT_TOKEN") or saved.get("token") or None
+        who = token or os.environ.get("ASPHALT_TOKEN") or saved.get("token") or _local_admin(where)
         return cls(base_url(where), who)
 
     def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -51,9 +52,12 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("-env", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-timeout", "--timeout", type=float)
     p.add_argument("-detach", "--detach", action="store_true")
+    p.add_argument("-f", "--file", metavar="TASK.json", help="run a whole task or graph file")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.file:
+        return _run_file(args, p)
     if not command:
         p.error("give the command after --, e.g. asphalt run -- make test")
     body: dict[str, Any] = {"action": command}
@@ -74,6 +78,19 @@ def cmd_run(argv: Sequence[str]) -> int:
         _print(args, task, lambda t: str(t["id"]))
         return 0
     return running.follow(api, args.project, task["id"], task["jobs"]["main"]["id"])
+
+
+def _run_file(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    try:
+        body = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as e:
+        p.error(f"-f {args.file}: {e}")
+    api = _api(args)
+    task = running.submit(api, args.project, body)
+    if args.detach:
+        _print(args, task, lambda t: str(t["id"]))
+        return 0
+    return running.follow_task(api, args.project, task)
 
 
 def cmd_logs(argv: Sequence[str]) -> int:
@@ -102,11 +119,34 @@ def _stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+_COLOURS = {
+    "succeeded": "32",
+    "failed": "31",
+    "timed_out": "31",
+    "lost": "31",
+    "running": "34",
+    "cancelled": "33",
+    "live": "32",
+    "gone": "90",
+}
+
+
 def _table(rows: list[list[str]]) -> str:
+    """Aligned columns; on a terminal, states in colour (plain when piped)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    if sys.stdout.isatty():
+        return "\n".join(
+            "  ".join(_coloured(c, w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        )
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+def _coloured(cell: str, width: int) -> str:
+    code = _COLOURS.get(cell)
+    return f"\033[{code}m{cell}\033[0m{' ' * (width - len(cell))}" if code else cell.ljust(width)
 
 
 def cmd_ls(argv: Sequence[str]) -> int:
@@ -227,6 +267,39 @@ def cmd_workers(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_tokens(argv: Sequence[str]) -> int:
+    p = _parser(
+        "tokens", "asphalt tokens [list | create NAME [-scope S] [-projects a,b] | revoke ID]"
+    )
+    p.add_argument("-scope", "--scope", default="read", choices=("read", "submit", "admin"))
+    p.add_argument("-projects", "--projects", default="")
+    p.add_argument("what", nargs="*", default=["list"])
+    args = p.parse_args(argv)
+    api = _api(args)
+    verb, rest = args.what[0], args.what[1:]
+    if verb == "list" and not rest:
+        found = api.call("GET", "/tokens")
+        rows = [["NAME", "ID", "SCOPE", "PROJECTS", "LAST USED"]] + [
+            [t["name"], t["id"], t["scope"], ",".join(t["projects"]) or "all", t["lastUsed"] or "-"]
+            for t in found["tokens"]
+        ]
+        _print(args, found, lambda _: _table(rows))
+        return 0
+    if verb == "create" and len(rest) == 1:
+        projects = [x for x in args.projects.split(",") if x]
+        made = api.call(
+            "POST", "/tokens", {"name": rest[0], "scope": args.scope, "projects": projects}
+        )
+        _print(args, made, lambda t: f"{t['token']}\n(shown this once; scope {t['scope']})")
+        return 0
+    if verb == "revoke" and len(rest) == 1:
+        api.call("DELETE", f"/tokens/{quote(rest[0])}")
+        print(f"revoked {rest[0]}")
+        return 0
+    p.error("give list, create NAME or revoke ID")
+    return 2
+
+
 def cmd_login(argv: Sequence[str]) -> int:
     p = _parser("login", "asphalt login [-token TOKEN] HOST:PORT")
     p.add_argument("where", metavar="HOST:PORT")
@@ -246,6 +319,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "rerun": lambda argv: _act("rerun", argv),
     "cancel": lambda argv: _act("cancel", argv),
     "workers": cmd_workers,
+    "tokens": cmd_tokens,
     "login": cmd_login,
 }
 

@@ -48,6 +48,77 @@ def _copy(api: Api, job_id: str, stream: str, out: IO[bytes], failed: list[str])
         failed.append(str(e))
 
 
+def _prefixed(api: Api, name: str, job_id: str, width: int, failed: list[str]) -> None:
+    """A job's output (both streams) to stdout, each line prefixed by the job's name."""
+    held = b""
+    try:
+        for chunk in api.stream(f"/jobs/{job_id}/output?follow=1"):
+            *lines, held = (held + chunk).split(b"\n")
+            _write_lines(name, width, lines)
+        if held:
+            _write_lines(name, width, [held])
+    except CallFailed as e:
+        failed.append(str(e))
+
+
+_LOCK = threading.Lock()
+
+
+def _write_lines(name: str, width: int, lines: list[bytes]) -> None:
+    if not lines:
+        return
+    prefix = f"{name.ljust(width)} | ".encode()
+    with _LOCK:
+        sys.stdout.buffer.write(b"".join(prefix + line + b"\n" for line in lines))
+        sys.stdout.buffer.flush()
+
+
+def _progress(api: Api, job_id: str, stop: threading.Event) -> None:
+    """While the job waits, say why on the terminal (queued, and the reason)."""
+    said = ""
+    while not stop.wait(1.0):
+        try:
+            job = api.call("GET", f"/jobs/{job_id}")
+        except CallFailed:
+            continue
+        if job["state"] != "queued":
+            break
+        line = f"queued: {job.get('reason') or 'waiting for a worker'}"
+        if line != said:
+            sys.stderr.write(f"\r\033[Kasphalt: {line}")
+            sys.stderr.flush()
+            said = line
+    if said:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def follow_task(api: Api, project: str, task: dict[str, Any]) -> int:
+    """Every job's output, prefixed by its name, until the task completes; 0 if it succeeded
+    (130 if cancelled, else the first failed job's code)."""
+    jobs = task["jobs"]
+    width = max(len(name) for name in jobs)
+    failed: list[str] = []
+    copies = [
+        threading.Thread(target=_prefixed, args=(api, n, j["id"], width, failed), daemon=True)
+        for n, j in jobs.items()
+    ]
+    code = _wait(api, project, task["id"], next(iter(jobs.values()))["id"], copies, failed)
+    if code is not None:
+        return code
+    while True:
+        view = api.call("GET", f"/projects/{quote(project)}/tasks/{quote(task['id'])}")
+        if view["status"] == "complete":
+            break
+        time.sleep(POLL_S)
+    if view["outcome"] == "succeeded":
+        return 0
+    if view["outcome"] == "cancelled":
+        return EXIT_CANCELLED
+    ended = [exit_code(j) for j in view["jobs"].values() if j["state"] != "skipped"]
+    return next((c for c in ended if c), 1)
+
+
 def follow(api: Api, project: str, task_id: str, job_id: str) -> int:
     """Show the job's two streams until it ends; its exit code. Ctrl-C: cancel, then detach."""
     failed: list[str] = []
@@ -57,30 +128,52 @@ def follow(api: Api, project: str, task_id: str, job_id: str) -> int:
         )
         for name, out in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer))
     ]
-    for copy in copies:
-        copy.start()
-    cancelled = False
-    while True:
-        try:
-            for copy in copies:
-                while copy.is_alive():
-                    copy.join(POLL_S)
-            break
-        except KeyboardInterrupt:
-            if cancelled:
-                print(
-                    f"\nasphalt: detached; the job goes on. Follow it again with: "
-                    f"asphalt logs -f {job_id}",
-                    file=sys.stderr,
-                )
-                return EXIT_CANCELLED
-            cancelled = True
-            print("\nasphalt: cancelling (Ctrl-C again to detach)", file=sys.stderr)
-            api.call("POST", f"/projects/{quote(project)}/tasks/{quote(task_id)}/cancel", {})
-    if failed:
-        raise CallFailed(failed[0])
+    code = _wait(api, project, task_id, job_id, copies, failed)
+    if code is not None:
+        return code
     while True:  # the output ends with the attempt; the job's end is stored by then
         job: dict[str, Any] = api.call("GET", f"/jobs/{job_id}")
         if job["state"] not in ("queued", "running"):  # a retry's attempts are waited for
             return exit_code(job)
         time.sleep(POLL_S)
+
+
+def _wait(
+    api: Api,
+    project: str,
+    task_id: str,
+    job_id: str,
+    copies: list[threading.Thread],
+    failed: list[str],
+) -> int | None:
+    """Run the copies until they end; Ctrl-C cancels the task, a second detaches (the exit
+    code then, else None)."""
+    stop = threading.Event()
+    if sys.stderr.isatty():
+        threading.Thread(target=_progress, args=(api, job_id, stop), daemon=True).start()
+    for copy in copies:
+        copy.start()
+    cancelled = False
+    try:
+        while True:
+            try:
+                for copy in copies:
+                    while copy.is_alive():
+                        copy.join(POLL_S)
+                break
+            except KeyboardInterrupt:
+                if cancelled:
+                    print(
+                        f"\nasphalt: detached; the job goes on. Follow it again with: "
+                        f"asphalt logs -f {job_id}",
+                        file=sys.stderr,
+                    )
+                    return EXIT_CANCELLED
+                cancelled = True
+                print("\nasphalt: cancelling (Ctrl-C again to detach)", file=sys.stderr)
+                api.call("POST", f"/projects/{quote(project)}/tasks/{quote(task_id)}/cancel", {})
+    finally:
+        stop.set()
+    if failed:
+        raise CallFailed(failed[0])
+    return None
