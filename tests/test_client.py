@@ -194,3 +194,17 @@ def test_ls_logs_rerun_cancel_from_another_host_with_a_token(tmp_path: Path) -> 
             assert again.returncode == 0 and "long" in again.stdout, again
         finally:
             proc.stop()
+
+
+def test_the_token_login_kept_goes_only_to_that_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asphalt.client.api import Api, store
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("ASPHALT_MASTER", raising=False)
+    monkeypatch.delenv("ASPHALT_TOKEN", raising=False)
+    store("10.0.0.1:8080", "asp_kept_token")
+    assert Api.find(None, None) == Api("http://10.0.0.1:8080", "asp_kept_token")
+    assert Api.find("10.0.0.2:8080", None) == Api("http://10.0.0.2:8080", None)
+    assert Api.find("10.0.0.2:8080", "given") == Api("http://10.0.0.2:8080", "given")

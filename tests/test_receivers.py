@@ -176,3 +176,31 @@ async def test_deleting_the_project_removes_its_receivers(master: MasterFactory)
     assert status == 200 and listed["receivers"] == [], listed
     status, _ = await _deliver(m, "github", _github_push(), {})
     assert status == 401
+
+
+async def test_headers_that_cannot_be_read_are_401s_and_secrets_are_never_shown(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    assert (await m.call("POST", "/", {"name": "p"}))[0] == 201
+    task = {"action": "x", "secrets": {"KEY": "job-secret-value"}}
+    for kind in ("github", "generic"):
+        body = {"secret": SECRET, "task": task}
+        assert (await m.call("PUT", f"/projects/p/receivers/{kind}", body))[0] == 200
+    status, shown = await m.call("GET", "/projects/p/receivers/github")
+    assert status == 200 and "job-secret-value" not in json.dumps(shown), shown
+    assert shown["task"]["secrets"] == {"KEY": "***"}
+    for kind, header, value in (
+        ("github", "X-Hub-Signature-256", b"sha256=\xff\xfe"),
+        ("generic", "Asphalt-Signature", b"t=" + b"9" * 5000 + b",v1=00"),
+    ):
+        status, refused = await m.call(
+            "POST", f"/hooks/p/{kind}", data=b"{}", headers={header: value.decode("latin-1")}
+        )
+        assert status == 401, (kind, refused)
+
+
+def test_a_read_token_does_not_see_receivers_from_the_network() -> None:
+    from asphalt.master.http.auth import ADMIN_READS
+
+    assert {"receivers", "receiver"} <= ADMIN_READS

@@ -43,9 +43,9 @@ def store(master: str, token: str) -> Path:
     path = config_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise: before the token
     with os.fdopen(fd, "w") as file:
         json.dump({"master": master, "token": token}, file)
-    path.chmod(0o600)
     return path
 
 
@@ -65,6 +65,16 @@ def base_url(master: str) -> str:
     return master.rstrip("/") if "://" in master else f"http://{master}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the error it is: following one would send the token on."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 @dataclass(frozen=True)
 class Api:
     base: str
@@ -75,7 +85,9 @@ class Api:
         """The flags, else the environment, else what login stored, else the local master."""
         saved = stored()
         where = master or os.environ.get("ASPHALT_MASTER") or saved.get("master") or DEFAULT_MASTER
-        who = token or os.environ.get("ASPHALT_TOKEN") or saved.get("token") or _local_admin(where)
+        # What login kept is that master's token: never sent to another.
+        kept = saved.get("token") if base_url(saved.get("master", "")) == base_url(where) else None
+        who = token or os.environ.get("ASPHALT_TOKEN") or kept or _local_admin(where)
         return cls(base_url(where), who)
 
     def _request(self, method: str, path: str, body: Any = None) -> urllib.request.Request:
@@ -91,7 +103,7 @@ class Api:
     def call(self, method: str, path: str, body: Any = None, *, ok: tuple[int, ...] = ()) -> Any:
         """The answer's JSON; a 4xx or 5xx raises CallFailed (unless its status is in `ok`)."""
         try:
-            with urllib.request.urlopen(self._request(method, path, body), timeout=60) as answer:
+            with _OPENER.open(self._request(method, path, body), timeout=60) as answer:
                 text = answer.read()
         except urllib.error.HTTPError as e:
             text = e.read()
@@ -106,7 +118,8 @@ class Api:
     def stream(self, path: str) -> Iterator[bytes]:
         """A GET's body as it comes (a followed output)."""
         try:
-            with urllib.request.urlopen(self._request("GET", path), timeout=3600) as answer:
+            # No read timeout: a job may be quiet for hours, and the master ends the stream.
+            with _OPENER.open(self._request("GET", path), timeout=None) as answer:
                 while chunk := answer.read1(65536):
                     yield chunk
         except urllib.error.HTTPError as e:

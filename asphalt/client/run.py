@@ -171,7 +171,8 @@ def _wait(
                     return EXIT_CANCELLED
                 cancelled = True
                 print("\nasphalt: cancelling (Ctrl-C again to detach)", file=sys.stderr)
-                api.call("POST", f"/projects/{quote(project)}/tasks/{quote(task_id)}/cancel", {})
+                cancel = f"/projects/{quote(project)}/tasks/{quote(task_id)}/cancel"
+                api.call("POST", cancel, {}, ok=(409,))  # 409: it ended meanwhile
     finally:
         stop.set()
     if failed:

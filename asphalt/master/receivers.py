@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from asphalt import log
-from asphalt.errors import BadRequest, Conflict, NotFound, Unauthorized
+from asphalt.errors import BadRequest, NotFound, Unauthorized
 from asphalt.master.core.inputs import parse_task
 from asphalt.master.core.scheduler import Scheduler
 from asphalt.master.store import receivers as table
@@ -102,11 +102,10 @@ class Receivers:
         if not receiver.wants(push.branch):
             return 202, {"made": False, "why": f"{push.ref} is not a branch this receiver takes"}
         project = self.scheduler.tasks.project(receiver.project)
-        given = parse_task(_task_body(receiver, push), self.scheduler.templates.find)
-        try:
-            task = self.scheduler.tasks.create_task(project, given)
-        except Conflict:
+        if self.store.task(project.id, push.sha) is not None:  # the same push again
             return 200, {"made": False, "task": push.sha, "why": "this commit's task exists"}
+        given = parse_task(_task_body(receiver, push), self.scheduler.templates.find)
+        task = self.scheduler.tasks.create_task(project, given)
         _log.info("push_received", project=project.id, kind=receiver.kind, sha=push.sha)
         url = f"/projects/{project.id}/tasks/{task.id}"
         return 201, {"made": True, "task": task.id, "url": url}

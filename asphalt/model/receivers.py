@@ -4,6 +4,7 @@ pure."""
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import hmac
@@ -37,7 +38,7 @@ class Receiver(Record, frozen=True, kw_only=True):
             "kind": self.kind,
             "url": f"/hooks/{self.project}/{self.kind}",
             "secret": "***",
-            "task": dict(self.task) if self.task is not None else None,
+            "task": _masked(self.task) if self.task is not None else None,
             "template": self.template,
             "branches": list(self.branches),
         }
@@ -49,8 +50,28 @@ class Receiver(Record, frozen=True, kw_only=True):
         return branch is not None and any(fnmatch.fnmatchcase(branch, b) for b in self.branches)
 
 
+def _masked(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A task body as it may be shown: its jobs' secrets and its callback's secret as ***."""
+    shown = copy.deepcopy(dict(task))
+    jobs = shown.get("jobs")
+    for job in [*(jobs.values() if isinstance(jobs, dict) else ()), shown]:
+        if isinstance(job, dict) and isinstance(job.get("secrets"), dict):
+            job["secrets"] = dict.fromkeys(job["secrets"], "***")
+    if isinstance(shown.get("callback"), dict) and "secret" in shown["callback"]:
+        shown["callback"]["secret"] = "***"
+    return shown
+
+
 def signed(kind: str, secret: str, headers: Mapping[str, str], body: bytes) -> bool:
-    """Whether the request is signed with `secret` by the service's own scheme."""
+    """Whether the request is signed with `secret` by the service's own scheme (a header that
+    cannot even be read as one is not)."""
+    try:
+        return _signed(kind, secret, headers, body)
+    except (UnicodeError, ValueError):
+        return False
+
+
+def _signed(kind: str, secret: str, headers: Mapping[str, str], body: bytes) -> bool:
     if kind == "github":
         given = headers.get("X-Hub-Signature-256", "")
         mac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -65,7 +86,9 @@ def signed(kind: str, secret: str, headers: Mapping[str, str], body: bytes) -> b
         p.split("=", 1) for p in headers.get("Asphalt-Signature", "").split(",") if "=" in p
     )
     stamp = parts.get("t", "")
-    if not stamp.isdecimal() or abs(time.time() - int(stamp)) > GENERIC_TOLERANCE_S:
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        return False
+    if abs(time.time() - int(stamp)) > GENERIC_TOLERANCE_S:
         return False
     expected = signature(secret, int(stamp), body)
     return hmac.compare_digest(f"t={stamp},v1={parts.get('v1', '')}".encode(), expected.encode())

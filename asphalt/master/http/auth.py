@@ -57,7 +57,7 @@ SUBMIT_ROUTES = frozenset(
 )
 JOB_ROUTES = frozenset({"task", "add_jobs"})  # what a job's own token may do, for its task only
 # Reads that need `admin`: the tokens themselves.
-ADMIN_READS = frozenset({"tokens", "hooks", "hook", "deliveries"})
+ADMIN_READS = frozenset({"tokens", "hooks", "hook", "deliveries", "receivers", "receiver"})
 _RANK = {Scope.READ: 0, Scope.SUBMIT: 1, Scope.ADMIN: 2}
 
 NO_TOKEN = (

@@ -59,7 +59,7 @@ async def push(request: web.Request) -> web.Response:
     receiver = request[auth.RECEIVER]
     try:
         payload = json.loads(await request.read())
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest(
             "the delivery is not JSON; set the service to send application/json"
         ) from None
