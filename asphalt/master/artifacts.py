@@ -100,8 +100,7 @@ class Artifacts:
                 raise BadRequest(f"{path!r} is longer than the {most} bytes announced")
             digest.update(data)
             held += data
-            if len(held) >= CHUNK or (not data and held):
-                piece, held = held[:CHUNK], held[CHUNK:]
+            while len(held) >= CHUNK or (held and not data):  # whole pieces; the rest at the end
                 self.store.change(
                     partial(
                         table.put_piece,
@@ -109,11 +108,11 @@ class Artifacts:
                         attempt=attempt,
                         path=path,
                         index=index,
-                        data=piece,
+                        data=held[:CHUNK],
                     )
                 )
-                index += 1
-            if not data and not held:
+                held, index = held[CHUNK:], index + 1
+            if not data:
                 return size, digest.hexdigest()
 
     def listed(self, job: Job, attempt: int) -> list[Artifact]:
@@ -129,12 +128,16 @@ class Artifacts:
             )
         return artifact
 
+    def piece(self, job: Job, attempt: int, path: str, index: int) -> bytes | None:
+        """One stored piece of a file (None past its end)."""
+        return self.store.look(
+            partial(table.piece, job=job.id, attempt=attempt, path=path, index=index)
+        )
+
     def pieces(self, job: Job, attempt: int, path: str) -> Iterator[bytes]:
         """The file's pieces, each read in a transaction of its own when it is wanted."""
         index = 0
-        while data := self.store.look(
-            partial(table.piece, job=job.id, attempt=attempt, path=path, index=index)
-        ):
+        while data := self.piece(job, attempt, path, index):
             yield data
             index += 1
 
@@ -145,9 +148,7 @@ class Artifacts:
         found = [a for a in self.listed(job, attempt) if a.sha256 is not None]
 
         async def piece(path: str, index: int) -> bytes | None:
-            return self.store.look(
-                partial(table.piece, job=job.id, attempt=attempt, path=path, index=index)
-            )
+            return self.piece(job, attempt, path, index)
 
         def fetch(path: str, index: int) -> bytes | None:
             return asyncio.run_coroutine_threadsafe(piece(path, index), loop).result()
