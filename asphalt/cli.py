@@ -128,6 +128,8 @@ def parse(
         output_cap=args.output_cap,
         artifact_cap=args.artifact_cap,
         unrunnable_after_s=args.unrunnable_after,
+        swarmer_project=args.swarmer_project,
+        swarmer_runtime=args.swarmer_runtime,
         map_size=args.map_size << 20,
         advertise=args.advertise,
         mdns_interface=args.mdns_interface,

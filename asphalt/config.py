@@ -60,6 +60,8 @@ class MasterConfig:
     hook_allow: tuple[str, ...] = ()  # where hooks and callbacks may point (none: anywhere)
     artifact_cap: int = 256 << 20  # bytes of artifacts kept per job attempt
     unrunnable_after_s: float = 600.0  # a job no live worker can run fails after this long
+    swarmer_project: str = "swarmer"  # where the Swarmer API's jobs are tasks
+    swarmer_runtime: str = "docker"  # what they run in: docker, or swarm
 
     @property
     def scheme(self) -> str:

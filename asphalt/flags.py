@@ -81,6 +81,26 @@ def parser() -> argparse.ArgumentParser:
         help="master: where webhooks and task callbacks may point, e.g. 10.0.0.0/8,example.com "
         "(default: anywhere)",
     )
+    flag(
+        "swarmer-project",
+        default="swarmer",
+        metavar="NAME",
+        help="master: the project whose tasks are the Swarmer API's jobs (swarmer)",
+    )
+    flag(
+        "swarmer-runtime",
+        choices=("docker", "swarm"),
+        default="docker",
+        help="master: what Swarmer API jobs run in: docker (default) or swarm",
+    )
+    flag(
+        "swarm-constraint",
+        action="append",
+        default=[],
+        metavar="TYPE=CONSTRAINT",
+        help="worker: a swarm job of this type is placed by this constraint, e.g. "
+        "gpu=node.labels.gpu==true (repeat the flag for more)",
+    )
     flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
     flag(
         "drain",

@@ -300,8 +300,11 @@ class Seen:
 
 
 @contextlib.asynccontextmanager
-async def receiver(status: int = 204) -> AsyncIterator[tuple[TestServer, Seen]]:
-    """A webhook receiver on 127.0.0.1 that answers every POST with `status`."""
+async def receiver(
+    status: int = 204, port: int | None = None
+) -> AsyncIterator[tuple[TestServer, Seen]]:
+    """A webhook receiver on 127.0.0.1 (on `port`, if given) that answers every POST with
+    `status`."""
     seen = Seen()
 
     async def receive(request: web.Request) -> web.Response:
@@ -310,5 +313,5 @@ async def receiver(status: int = 204) -> AsyncIterator[tuple[TestServer, Seen]]:
 
     app = web.Application()
     app.router.add_post("/{name}", receive)
-    async with TestServer(app, host="127.0.0.1") as server:
+    async with TestServer(app, host="127.0.0.1", port=port) as server:
         yield server, seen

@@ -30,6 +30,7 @@ from asphalt.master.http import (
     receivers_api,
     retention_api,
     schedules_api,
+    swarmer_api,
     templates_api,
     worker_api,
 )
@@ -39,6 +40,7 @@ from asphalt.master.receivers import Receivers
 from asphalt.master.retention import Retention
 from asphalt.master.schedules import Schedules
 from asphalt.master.store import Store
+from asphalt.master.swarmer import Swarmer
 from asphalt.model.hook_allow import HookAllow
 from asphalt.web import app as pages
 
@@ -89,6 +91,12 @@ def build_app(config: MasterConfig) -> web.Application:
     app.add_routes(artifacts_api.routes)
     app.add_routes(receivers_api.routes)
     receivers_api.build(app)
+    swarmer = app[auth.SWARMER] = Swarmer(
+        app[SCHEDULER], project=config.swarmer_project, runtime=config.swarmer_runtime
+    )
+    hooks.shapes["swarmer"] = swarmer.callback_document
+    retention.forget.append(swarmer.drop_project)
+    swarmer_api.build(app)
     app.add_routes(openapi.routes)
     app[SCHEDULER].recover()
     pages.setup(app)

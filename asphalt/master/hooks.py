@@ -23,6 +23,8 @@ from asphalt.model.hooks import CALLBACK, Delivery, DeliveryState, Hook, callbac
 from asphalt.model.records import Job, JobState, Project, Task, new_id
 from asphalt.wire import json_bytes, replace
 
+# A callback's document: from the task, the run that completed and the jobs changing with it.
+Shape = Callable[[Task, int, Mapping[str, Job]], dict[str, Any]]
 FAILED = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.LOST})
 MAX_HOOKS = 20  # per project
 MAX_LISTED = 100  # deliveries listed per hook, newest first
@@ -58,6 +60,9 @@ class Webhooks:
         self.now = now
         # The sender, handed the new deliveries once they are committed.
         self.on_made: Callable[[list[Delivery]], None] = lambda made: None
+        # The documents a task callback may carry instead of task.completed, by Callback.shape
+        # (set at wiring: the Swarmer API's status document).
+        self.shapes: dict[str, Shape] = {}
         found = store.look(lambda t: tables.hooks(t))
         self._by_project: dict[str, list[Hook]] = {}
         for hook in found:
@@ -159,14 +164,14 @@ class Webhooks:
             now = self.now()
             for name in names:
                 for hook in (h for h in hooks if name in h.events):
-                    sent = json_bytes({"event": name, **body}).decode()
+                    sent = self._shaped(hook, event, jobs, task) or {"event": name, **body}
                     made.append(
                         Delivery(
                             id=new_id(8),
                             hook=hook.id,
                             project=project,
                             event=name,
-                            body=sent,
+                            body=json_bytes(sent).decode(),
                             created_at=now,
                             next_at=now,
                         )
@@ -180,6 +185,18 @@ class Webhooks:
             self.store.after_commit(lambda: self.on_made(made))  # sent once the change is stored
 
         return write
+
+    def _shaped(
+        self, hook: Hook, event: events.Event, jobs: Mapping[str, Job], task: Task | None
+    ) -> dict[str, Any] | None:
+        """A task callback's own document where its task asked for one (a Swarmer job's)."""
+        if not hook.id.startswith(CALLBACK) or not isinstance(event, events.TaskCompleted):
+            return None
+        if task is None or task.id != event.task:
+            task = self.store.task(event.project, event.task)
+        if task is None or task.callback is None or task.callback.shape == "asphalt":
+            return None
+        return self.shapes[task.callback.shape](task, event.run, jobs)
 
     def _callback(self, event: events.TaskCompleted, task: Task | None) -> list[Hook]:
         """The task's callback, as the hook its deliveries go to; none if it has none."""

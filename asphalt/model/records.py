@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.model.graph import ROLES, Node, When, outcome
@@ -336,6 +336,8 @@ class Callback(Record, frozen=True, kw_only=True):
 
     url: str
     secret: str | None = None
+    # What it carries: Asphalt's task.completed, or the status document of the Swarmer API.
+    shape: Literal["asphalt", "swarmer"] = "asphalt"
 
 
 class Task(Record, frozen=True, kw_only=True):

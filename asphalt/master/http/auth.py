@@ -20,6 +20,7 @@ from asphalt.errors import Forbidden, NotFound, Unauthorized
 from asphalt.master.core.credentials import JOB_PREFIX, Credentials
 from asphalt.master.http.common import SCHEDULER, Handler, read_body, wants_html
 from asphalt.master.receivers import Receivers
+from asphalt.master.swarmer import Swarmer
 from asphalt.model.members import Token
 from asphalt.model.receivers import Receiver
 from asphalt.model.records import JobState, Project, Scope
@@ -120,6 +121,7 @@ ERROR_PAGE: web.AppKey[ErrorPage] = web.AppKey("error_page")
 _CALLER = web.RequestKey("caller", Caller)
 RECEIVERS = web.AppKey("receivers", Receivers)
 RECEIVER = web.RequestKey("receiver", Receiver)  # the receiver a verified push is for
+SWARMER = web.AppKey("swarmer", Swarmer)
 _CONNECTIONS: weakref.WeakKeyDictionary[asyncio.BaseTransport, bool] = weakref.WeakKeyDictionary()
 _ADMIN = Caller(via="off", scope=Scope.ADMIN)
 _LOCAL = Caller(via="loopback", scope=Scope.ADMIN)
@@ -140,8 +142,9 @@ def known_caller(request: web.Request) -> Caller | None:
 
 
 def protect(app: web.Application, surface: str) -> None:
-    """Give `app` the guard of its surface ("user", "worker" or "receiver")."""
-    guard = {"user": _user_guard, "worker": _worker_guard, "receiver": _receiver_guard}[surface]
+    """Give `app` the guard of its surface ("user", "worker", "receiver" or "swarmer")."""
+    guards = {"user": _user_guard, "worker": _worker_guard, "receiver": _receiver_guard}
+    guard = {**guards, "swarmer": _swarmer_guard}[surface]
 
     @web.middleware
     async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -205,9 +208,8 @@ def _host_allowed(request: web.Request, settings: Settings) -> bool:
     return isinstance(local, tuple) and bool(local) and name == str(local[0]).lower()
 
 
-def _identify(request: web.Request) -> Caller:
-    # The user guard runs for the root application's own routes: request.app is that one.
-    credentials, settings = request.app[CREDENTIALS], request.app[SETTINGS]
+def _identify(request: web.Request, *, sessions: bool = True) -> Caller:
+    credentials, settings = request.config_dict[CREDENTIALS], request.config_dict[SETTINGS]
     presented = bearer(request)
     if presented is not None and presented.startswith(JOB_PREFIX):
         return _job_caller(request, credentials.job_of(presented))
@@ -216,7 +218,7 @@ def _identify(request: web.Request) -> Caller:
         if token is None:
             raise Unauthorized(BAD_TOKEN)
         return _from_token(token, "token")
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(SESSION_COOKIE) if sessions else None
     if cookie:
         token = credentials.session(cookie)
         if token is not None:
@@ -347,4 +349,26 @@ async def _receiver_guard(request: web.Request, handler: Handler) -> web.StreamR
     request[RECEIVER] = receivers.verified(
         info.get("project", ""), info.get("kind", ""), request.headers, body
     )
+    return await handler(request)
+
+
+async def _swarmer_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The Swarmer API: a token as on the user surface (never a browser's session: it has no
+    pages to guard a form with), read to GET and submit to POST, for the Swarmer project; a
+    running Swarmer task's own token may report its result, nothing else."""
+    who = _identify(request, sessions=False)
+    project = request.config_dict[SWARMER].store.project(request.config_dict[SWARMER].project_name)
+    if who.scope is Scope.JOB:
+        own = project is not None and project.id in who.projects
+        if request.match_info.route.name != "swarmer_result" or not own:
+            raise Forbidden("a job's token may only report its own Swarmer task's result")
+        request[_CALLER] = who
+        return await handler(request)
+    need = Scope.READ if request.method in ("GET", "HEAD") else Scope.SUBMIT
+    if not who.may(need):
+        raise Forbidden(f"this needs a token of scope {need}; the one sent is {who.scope}")
+    if who.projects and (project is None or not who.sees(project)):
+        name = request.config_dict[SWARMER].project_name
+        raise Forbidden(f"the token sent may not use project {name!r}, where Swarmer jobs are")
+    request[_CALLER] = who
     return await handler(request)

@@ -20,7 +20,7 @@ def delete_task(tables: Tables, task: Task) -> None:
                 if tables.get(table, key) is not None:
                     tables.delete(table, key)
             every_attempt = key + keys.SEP
-            for table in ("output", "outmeta", "artifacts", "artifact_data"):
+            for table in ("output", "outmeta", "artifacts", "artifact_data", "swarmer_results"):
                 for found in list(tables.keys(table, every_attempt)):
                     tables.delete(table, found)
     if task.callback is not None:  # what was still to be sent of it is not sent
@@ -28,8 +28,9 @@ def delete_task(tables: Tables, task: Task) -> None:
     key = keys.task_key(task.project, task.id)
     tables.delete("tasks", key)
     tables.delete("task_order", keys.order_key(task))
-    if tables.get("deleting", key) is not None:
-        tables.delete("deleting", key)
+    for table in ("deleting", "swarmer"):
+        if tables.get(table, key) is not None:
+            tables.delete(table, key)
 
 
 def oldest_tasks(tables: Tables, project: str, *, created_before: float, limit: int) -> list[str]:

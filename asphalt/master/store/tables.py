@@ -45,6 +45,8 @@ _DBS = (
     "artifacts",  # job, attempt, path -> a file the job left (artifacts.py)
     "artifact_data",  # job, attempt, path, piece -> its bytes
     "receivers",  # project, kind -> a receiver of git pushes (receivers.py)
+    "swarmer",  # project, id -> a job of the Swarmer API (swarmer.py)
+    "swarmer_results",  # job, attempt -> what its in-container Swarmer client reported
 )
 _log = log.get("asphalt.store")
 
