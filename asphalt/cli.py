@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from asphalt.errors import AsphaltError, Unauthorized
 from asphalt.limits import NO_LIMITS, parse_limits_flag
 from asphalt.master.app import SSL_CONTEXT, build_app, stop_accepting
 from asphalt.master.http import addresses, auth
+from asphalt.model.bodies import NAME_PATTERN, NAME_RULE
 from asphalt.model.hook_allow import HookAllow
 from asphalt.protocol import parse_join
 from asphalt.worker.agent import Agent
@@ -29,6 +31,20 @@ from asphalt.worker.runtimes import Runtime, detect_runtimes
 from asphalt.worker.runtimes.base import check_env_allow
 
 _log = log.get("asphalt.cli")
+
+
+def _constraints(given: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """-swarm-constraint TYPE=CONSTRAINT flags, by type; ValueError naming one that is not."""
+    found: dict[str, tuple[str, ...]] = {}
+    for item in given:
+        kind, _, constraint = item.partition("=")
+        if not kind.strip() or not re.search(r"(==|!=)", constraint):
+            raise ValueError(
+                f"-swarm-constraint {item!r} must be TYPE=CONSTRAINT, e.g. "
+                "gpu=node.labels.gpu==true"
+            )
+        found[kind.strip()] = (*found.get(kind.strip(), ()), constraint.strip())
+    return found
 
 
 def _master_url(raw: str, *, pinned: bool) -> str:
@@ -59,6 +75,8 @@ def parse(
         parser.error("-lost-retries must be from 0 to 100")
     if not 0 <= args.keep_days <= 36500:
         parser.error("-keep-days must be from 0 (keep) to 36500")
+    if not re.fullmatch(NAME_PATTERN, args.swarmer_project):
+        parser.error(f"-swarmer-project must be {NAME_RULE}")
     if not 0 < args.port < 65536:
         parser.error("-port must be from 1 to 65535")
     positive = ("lease", "heartbeat", "poll_hold", "output_cap", "map_size", "artifact_cap")
@@ -92,6 +110,7 @@ def parse(
         limits = parse_limits_flag(args.limits) if args.limits.strip() else NO_LIMITS
         hook_allow = tuple(n.strip() for n in args.hook_allow.split(",") if n.strip())
         HookAllow(hook_allow)  # checked now, so a typo is a usage error
+        constraints = _constraints(args.swarm_constraint)
     except ValueError as e:
         parser.error(str(e))
     worker = WorkerConfig(
@@ -106,6 +125,8 @@ def parse(
         untyped=args.untyped,
         slots=args.slots,
         docker_network=args.docker_network,
+        swarm_network=args.swarm_network,
+        swarm_constraints=constraints,
         grace_s=args.grace,
         # A worker of its own stops with the master: its jobs go back to the queue at once.
         drain_s=args.drain if args.master else 0.0,
@@ -197,6 +218,8 @@ async def _serve(master: MasterConfig | None, worker: WorkerConfig | None) -> No
                 limits=worker.limits,
                 state_dir=worker.state_dir,
                 cgroups=worker.measure == "cgroup",
+                swarm_network=worker.swarm_network,
+                swarm_constraints=worker.swarm_constraints,
             )
             stack.push_async_callback(_close, runtimes)
             client = MasterClient(worker.master_url, join=worker.join)

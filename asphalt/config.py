@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asphalt.limits import NO_LIMITS, Limits
@@ -17,6 +18,9 @@ class WorkerConfig:
     untyped: bool = False
     slots: int = 2
     docker_network: str = "bridge"
+    swarm_network: str | None = None  # the network swarm jobs' services join (None: the default)
+    # Placement constraints of swarm jobs, by job type (-swarm-constraint gpu=node.labels.gpu==1).
+    swarm_constraints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     grace_s: float = 10.0
     drain_s: float = 60.0  # on SIGTERM, how long running jobs may go on before being handed back
     buffer_cap: int = 16 << 20  # output kept per job while the master cannot be reached

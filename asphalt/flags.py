@@ -101,6 +101,11 @@ def parser() -> argparse.ArgumentParser:
         help="worker: a swarm job of this type is placed by this constraint, e.g. "
         "gpu=node.labels.gpu==true (repeat the flag for more)",
     )
+    flag(
+        "swarm-network",
+        metavar="NET",
+        help="worker: the network swarm jobs' services join (default: the engine's)",
+    )
     flag("docker-network", default="bridge", metavar="NET", help="worker: network for containers")
     flag(
         "drain",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from harness import CONFIG, Master, MasterFactory
+from harness import CONFIG, Master, MasterFactory, free_port
 
 from asphalt.master.app import build_app
 
@@ -24,6 +25,31 @@ def test_image() -> str:
     """The busybox image Docker tests run in, built from Debian's busybox-static if missing."""
     subprocess.run(["bash", str(ROOT / "scripts" / "build-test-image"), TEST_IMAGE], check=True)
     return TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def swarm_network(test_image: str) -> Iterator[str]:
+    """A single-node swarm on the test engine (made if it is in none, and left after, so the
+    engine ends as it began) and an internal overlay network for the tests' services: no
+    route out, as test containers have no network."""
+
+    def docker(*args: str) -> str:
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
+        return done.stdout.strip()
+
+    made = docker("info", "--format", "{{.Swarm.LocalNodeState}}") != "active"
+    if made:
+        listen = f"127.0.0.1:{free_port()}"
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", listen)
+    network = f"asphalt-test-{os.getpid()}"
+    docker("network", "create", "--driver", "overlay", "--internal", network)
+    try:
+        yield network
+    finally:
+        subprocess.run(["docker", "network", "rm", network], capture_output=True, check=False)
+        if made:
+            docker("swarm", "leave", "--force")
 
 
 @pytest.fixture

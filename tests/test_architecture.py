@@ -16,7 +16,7 @@ PACKAGE = ROOT / "asphalt"
 OWNERS = {
     "lmdb": "asphalt/master/store/batch.py",
     "msgpack": "asphalt/master/store/records.py",
-    "docker": "asphalt/worker/runtimes/docker.py",
+    "docker": "asphalt/worker/runtimes/engine.py",
     "spython": "asphalt/worker/runtimes/singularity.py",
     "zeroconf": "asphalt/discovery.py",
     "cryptography": "asphalt/tls.py",

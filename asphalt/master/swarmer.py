@@ -34,7 +34,6 @@ from asphalt.protocol import STDERR, STDOUT
 from asphalt.wire import replace
 
 _log = log.get("asphalt.swarmer")
-RUNTIMES = ("docker", "swarm")
 
 
 class Swarmer:

@@ -19,7 +19,7 @@ MAX_BACKOFF_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"  # \Z: "$" would let a newline end it
 NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-RUNTIMES = ("host", "docker", "singularity")
+RUNTIMES = ("host", "docker", "singularity", "swarm")
 TOKEN_SCOPES = ("read", "submit", "admin")
 
 Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
@@ -31,7 +31,7 @@ EnvName = Annotated[str, Meta(pattern=r"^(?!ASPHALT_)[A-Za-z_][A-Za-z0-9_]*\Z", 
 InPath = Annotated[
     str, Meta(pattern=r"^(/[A-Za-z0-9_+@%=~-][A-Za-z0-9._+@%=~-]*)+\Z", max_length=512)
 ]
-Runtime = Literal["host", "docker", "singularity"]
+Runtime = Literal["host", "docker", "singularity", "swarm"]
 B = TypeVar("B", bound=Body)
 
 HINTS = {

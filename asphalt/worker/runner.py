@@ -191,6 +191,7 @@ class Runner:
             secret_names=(*lease.secrets, *host),
             worker_id=worker,
             limits=job.limits,
+            types=job.types,
         )
         entry.applied = fit_applied(runtime.applied(spec))
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from asphalt.errors import BadRequest, Conflict, NotFound
 from asphalt.limits import parse_limits
-from asphalt.master.core.inputs import runtime_of, types_of
+from asphalt.master.core.inputs import no_artifacts, runtime_of, types_of
 from asphalt.master.store import Store
 from asphalt.master.store import templates as table
 from asphalt.model import bodies
@@ -94,6 +94,7 @@ class Templates:
 
 def _template(given: TemplateBody, version: int, now: float) -> Template:
     runtime = runtime_of(given.runtime, given.container)
+    no_artifacts(runtime, given.logs_dir or given.results_dir)
     if isinstance(given.command, list) and not given.command[0].strip():
         raise BadRequest("command must start with the program to run", field="command")
     check_schema(given.args)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from asphalt.limits import NO_LIMITS, Limits
@@ -18,8 +18,10 @@ from asphalt.worker.runtimes.base import (
     check_env_allow,
 )
 from asphalt.worker.runtimes.docker import DockerRuntime
+from asphalt.worker.runtimes.engine import Engine
 from asphalt.worker.runtimes.host import HostRuntime
 from asphalt.worker.runtimes.singularity import SingularityRuntime
+from asphalt.worker.runtimes.swarm import SwarmRuntime
 
 __all__ = [
     "LABEL_ATTEMPT",
@@ -32,6 +34,7 @@ __all__ = [
     "Runtime",
     "RuntimeFailure",
     "SingularityRuntime",
+    "SwarmRuntime",
     "detect_runtimes",
 ]
 
@@ -44,8 +47,11 @@ async def detect_runtimes(
     limits: Limits = NO_LIMITS,
     state_dir: Path | None = None,
     cgroups: bool = False,
+    swarm_network: str | None = None,
+    swarm_constraints: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[Runtime]:
-    """Host always; docker when its daemon answers; singularity when its binary is installed.
+    """Host always; docker when its daemon answers (and swarm when that daemon is a swarm
+    manager); singularity when its binary is installed.
 
     `env_allow` (names, or prefixes ending in `*`) is what host and singularity jobs may get
     of the worker's environment beyond the basics; `work_root` holds their working
@@ -55,7 +61,11 @@ async def detect_runtimes(
     Raises ValueError for an allow list that names the worker's own ASPHALT_* variables.
     """
     allow = check_env_allow(env_allow)
-    docker = DockerRuntime(network=docker_network, limits=limits)
+    engine = Engine()  # one client for docker and swarm jobs
+    docker = DockerRuntime(network=docker_network, limits=limits, engine=engine)
+    swarm = SwarmRuntime(
+        engine=engine, network=swarm_network, constraints=swarm_constraints, limits=limits
+    )
     cache = state_dir / "singularity-cache" if state_dir is not None else None
     singularity = SingularityRuntime(
         env_allow=allow, work_root=work_root, cache_dir=cache, cgroups=cgroups
@@ -64,6 +74,8 @@ async def detect_runtimes(
     found: list[Runtime] = [HostRuntime(env_allow=allow, work_root=work_root, cgroups=cgroups)]
     if has_docker:
         found.append(docker)
+        if await swarm.available():
+            found.append(swarm)
     else:
         await docker.close()
     if has_singularity:

@@ -68,6 +68,7 @@ class JobSpec:
     # Directories of this machine bound into the job's container, by the path inside it.
     mounts: Mapping[str, Path] = field(default_factory=dict)
     meter: Meter | None = None  # where the runtime says what the job used
+    types: tuple[str, ...] = ()  # the job's types (the swarm runtime places by them)
 
 
 class RuntimeFailure(Exception):

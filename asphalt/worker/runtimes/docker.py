@@ -1,4 +1,4 @@
-"""The docker runtime: one labelled container per job attempt (the only importer of `docker`)."""
+"""The docker runtime: one labelled container per job attempt (the SDK is engine.py's)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ import hashlib
 import math
 import os
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.models.containers import Container
-from docker.types import CancellableStream, LogConfig, Mount
+from typing import Any
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR, STDOUT
@@ -29,19 +23,23 @@ from .base import (
     RuntimeFailure,
     copy_all,
     output_pipes,
-    probe_socket,
     write_all,
 )
 from .cgroups import CgroupSampler
+from .engine import (
+    APIError,
+    CancellableStream,
+    Client,
+    Container,
+    DockerException,
+    Engine,
+    ImageNotFound,
+    LogConfig,
+    Mount,
+    NotFound,
+)
 from .host import job_env
 from .outputs_file import IN_CONTAINER, OutputsFile, container_archive
-
-T = TypeVar("T")
-
-_DEFAULT_HOST = "unix:///var/run/docker.sock"
-_TIMEOUT_S = 60  # for each call to the daemon; log streams have none
-_PING_TIMEOUT_S = 3.0
-_POOL = 32  # connections: one per running job's log stream, plus short calls
 
 # Every capability is dropped and these given back: what a shell or a build needs as root in
 # its own container. docs/runtimes.md says what is left out of Docker's defaults and why.
@@ -73,6 +71,7 @@ class DockerRuntime:
         network: str = "bridge",
         pull: bool = True,
         base_url: str | None = None,
+        engine: Engine | None = None,  # shared with the swarm runtime; else one of its own
         limits: Limits = NO_LIMITS,  # the worker's defaults, for what a job does not set
         log_max_size: str = LOG_MAX_SIZE,
     ) -> None:
@@ -80,16 +79,11 @@ class DockerRuntime:
         self._limits = limits
         self._log_max_size = log_max_size
         self._pull = pull
-        self._base_url = base_url
-        self._client: docker.DockerClient | None = None
-        self._client_lock = threading.Lock()
+        self._engine = engine or Engine(base_url)
+        self._call = self._engine.call
 
     async def available(self) -> bool:
-        try:
-            await asyncio.wait_for(self._call(lambda c: c.ping()), _PING_TIMEOUT_S)
-        except (RuntimeFailure, DockerException, TimeoutError):
-            return False
-        return True
+        return await self._engine.answers()
 
     def applied(self, spec: JobSpec) -> dict[str, Any]:
         made = self._confinement(spec)
@@ -158,7 +152,7 @@ class DockerRuntime:
         if not worker_id:
             raise ValueError("reap needs a worker id")
 
-        def reap_all(client: docker.DockerClient) -> list[str]:
+        def reap_all(client: Client) -> list[str]:
             label = f"{LABEL_WORKER}={worker_id}"
             found = client.containers.list(all=True, filters={"label": label})
             for container in found:
@@ -170,10 +164,7 @@ class DockerRuntime:
 
     async def close(self) -> None:
         """Close the connections to the daemon."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            await asyncio.to_thread(client.close)
+        await self._engine.close()
 
     def _confinement(self, spec: JobSpec) -> dict[str, Any]:
         """The create() arguments that confine the job's container: what `applied` reports."""
@@ -202,30 +193,8 @@ class DockerRuntime:
     def _log_options(self) -> dict[str, str]:
         return {"max-size": self._log_max_size, "max-file": str(LOG_MAX_FILES)}
 
-    async def _call(self, fn: Callable[[docker.DockerClient], T]) -> T:
-        """Run a blocking SDK call in a thread; a dead daemon becomes a RuntimeFailure."""
-        try:
-            return await asyncio.to_thread(lambda: fn(self._connect()))
-        except APIError:
-            raise  # the daemon answered; the caller knows what the refusal means
-        except (DockerException, OSError) as e:
-            raise RuntimeFailure(f"docker daemon unreachable: {e}") from e
 
-    def _connect(self) -> docker.DockerClient:
-        # Made in a thread on first use: the client asks the daemon for its API version.
-        with self._client_lock:
-            if self._client is None:
-                url = self._base_url or os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
-                if url.startswith("unix://"):
-                    probe_socket(url.removeprefix("unix://"), _PING_TIMEOUT_S)
-                if self._base_url is None:  # from_env also reads the DOCKER_TLS_* settings
-                    self._client = docker.from_env(timeout=_TIMEOUT_S, max_pool_size=_POOL)
-                else:
-                    self._client = docker.DockerClient(url, timeout=_TIMEOUT_S, max_pool_size=_POOL)
-            return self._client
-
-
-def _find_image(client: docker.DockerClient, image: str, *, pull: bool) -> None:
+def _find_image(client: Client, image: str, *, pull: bool) -> None:
     try:
         client.images.get(image)
     except ImageNotFound:
@@ -234,7 +203,7 @@ def _find_image(client: docker.DockerClient, image: str, *, pull: bool) -> None:
         client.images.pull(image)
 
 
-def _start(client: docker.DockerClient, spec: JobSpec, confinement: dict[str, Any]) -> Container:
+def _start(client: Client, spec: JobSpec, confinement: dict[str, Any]) -> Container:
     command = ["sh", "-c", spec.action] if isinstance(spec.action, str) else list(spec.action)
     labels = {
         LABEL_JOB: spec.job_id,

@@ -1,0 +1,285 @@
+"""The swarm runtime: each job attempt is a one-shot service on the Docker Swarm that this worker's
+engine manages (`replicated-job` mode, one replica, restart condition `none`, so that Asphalt
+stays the only one to retry), labelled with its job, attempt and worker. Its output is followed
+from the service's logs while it runs, its exit code taken from its task, and the service
+removed once it has ended, is stopped (timeout, cancel) or is found left by a killed worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from asphalt.limits import NO_LIMITS, Limits
+from asphalt.protocol import STDERR, STDOUT
+
+from .base import LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, JobSpec, OutputSink, RuntimeFailure
+from .docker import CAP_ADD, DEFAULT_PIDS, LOG_MAX_FILES, LOG_MAX_SIZE
+from .engine import (
+    APIError,
+    Client,
+    DockerException,
+    Engine,
+    Resources,
+    RestartPolicy,
+    Service,
+    ServiceMode,
+    make_service,
+    remove_service,
+    tasks_of,
+)
+from .engine import NotFound as Gone
+from .host import job_env
+
+POLL_S = 0.25  # how often a running job's task and logs are looked at
+ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
+_SETTLE_TRIES = 20  # log reads after the end, until one brings nothing new
+WAITING = "[asphalt: the swarm has not placed this job yet: {why}]\n"
+
+
+class SwarmRuntime:
+    """Runs each job (`sh -c ACTION`, or an argv after the image's entrypoint) as a service."""
+
+    name = "swarm"
+
+    def __init__(
+        self,
+        *,
+        engine: Engine | None = None,
+        network: str | None = None,  # the services' network (none given: the engine's default)
+        constraints: Mapping[str, tuple[str, ...]] | None = None,  # by job type (-swarm-constraint)
+        limits: Limits = NO_LIMITS,
+        log_max_size: str = LOG_MAX_SIZE,
+    ) -> None:
+        self._engine = engine or Engine()
+        self._network = network
+        self._constraints = dict(constraints or {})
+        self._limits = limits
+        self._log_max_size = log_max_size
+
+    async def available(self) -> bool:
+        """Only on a swarm manager: a worker or a lone engine cannot make services."""
+        if not await self._engine.answers():
+            return False
+        try:
+            info = await self._engine.call(lambda c: c.info())
+        except (RuntimeFailure, DockerException):
+            return False
+        swarm = info.get("Swarm") or {}
+        return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+
+    def applied(self, spec: JobSpec) -> dict[str, Any]:
+        made = self._service(spec, grace_s=0)
+        limits = made["resources"].get("Limits", {})
+        return {
+            "runtime": "swarm",
+            "mode": "replicated-job",
+            "restart": "none",
+            "capDrop": made["cap_drop"],
+            "capAdd": made["cap_add"],
+            "init": made["init"],
+            "privileged": False,
+            "pidsLimit": limits.get("Pids"),
+            "memory": limits.get("MemoryBytes"),
+            "cpus": limits["NanoCPUs"] / 1e9 if "NanoCPUs" in limits else None,
+            "logMaxSize": self._log_max_size,
+            "logMaxFiles": LOG_MAX_FILES,
+            "network": self._network,
+            "constraints": made["constraints"],
+        }
+
+    async def run(self, spec: JobSpec, sink: OutputSink, *, grace_s: float) -> int:
+        if not spec.container:
+            raise RuntimeFailure("the swarm runtime needs a container image")
+        made = self._service(spec, grace_s=grace_s)
+        # Shielded: cancelled while the service is being made, the thread goes on making it,
+        # and we wait for it so that we can remove it.
+        creating = asyncio.ensure_future(self._engine.call(lambda c: _create(c, spec, made)))
+        service: Service | None = None
+        try:
+            service = await asyncio.shield(creating)
+            return await self._follow(service, sink, spec)
+        finally:
+            if service is None:
+                with contextlib.suppress(Exception):
+                    service = await creating
+            if service is not None:
+                await asyncio.to_thread(_remove, service, grace_s)
+
+    async def _follow(self, service: Service, sink: OutputSink, spec: JobSpec) -> int:
+        """Send the service's output on as it comes, until its task ends; its exit code."""
+        logs = _Logs(service)
+        told = False
+        while True:
+            task = await self._engine.call(lambda _: _task(service))
+            await logs.send(sink)
+            status = task.get("Status", {}) if task else {}
+            if status.get("State") in ENDED:
+                break
+            if not told and status.get("State") == "pending" and status.get("Err"):
+                told = True
+                await sink(WAITING.format(why=status["Err"]).encode(), STDERR)
+            await asyncio.sleep(POLL_S)
+        for _ in range(_SETTLE_TRIES):  # the logs can lag behind the task's end
+            if not await logs.send(sink):
+                break
+            await asyncio.sleep(POLL_S)
+        if spec.meter is not None:
+            spec.meter.measured = "not measured: it ran on a swarm node"
+        return _exit_code(status)
+
+    async def reap(self, worker_id: str) -> list[str]:
+        """Remove the services a previous run of this worker left; return their job ids."""
+        if not worker_id:
+            raise ValueError("reap needs a worker id")
+
+        def reap_all(client: Client) -> list[str]:
+            found = client.services.list(filters={"label": f"{LABEL_WORKER}={worker_id}"})
+            for service in found:
+                with contextlib.suppress(Gone):
+                    remove_service(service)
+            return [_labels(service).get(LABEL_JOB, "") for service in found]
+
+        return await self._engine.call(reap_all)
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    def _service(self, spec: JobSpec, *, grace_s: float) -> dict[str, Any]:
+        """The services.create() arguments for this job: what `applied` reports."""
+        limits = spec.limits.merged(self._limits)
+        resources = Resources(
+            cpu_limit=round(limits.cpus * 1e9) if limits.cpus is not None else None,
+            mem_limit=limits.memory,
+        )
+        # The SDK has no word for it; the engine's API does (1.41).
+        resources.setdefault("Limits", {})["Pids"] = limits.pids or DEFAULT_PIDS
+        wanted = [c for kind in spec.types for c in self._constraints.get(kind, ())]
+        return {
+            "mode": ServiceMode("replicated-job", concurrency=1, replicas=1),
+            "restart_policy": RestartPolicy(condition="none"),
+            "resources": resources,
+            "init": True,  # passes SIGTERM on, as for docker jobs
+            "cap_drop": ["ALL"],
+            "cap_add": list(CAP_ADD),
+            "stop_grace_period": max(1, math.ceil(grace_s)) * 1_000_000_000,
+            "constraints": list(dict.fromkeys(wanted)),
+            "networks": [self._network] if self._network else [],
+            "log_driver": "json-file",
+            "log_driver_options": {"max-size": self._log_max_size, "max-file": str(LOG_MAX_FILES)},
+        }
+
+
+def _create(client: Client, spec: JobSpec, made: dict[str, Any]) -> Service:
+    argv = ["sh", "-c", spec.action] if isinstance(spec.action, str) else list(spec.action)
+    labels = {
+        LABEL_JOB: spec.job_id,
+        LABEL_ATTEMPT: str(spec.attempt),
+        LABEL_WORKER: spec.worker_id,
+    }
+    try:
+        return make_service(
+            client,
+            spec.container or "",
+            args=argv or None,  # none: the image's own command
+            name=f"asphalt-{spec.job_id}-{spec.attempt}",
+            env=[f"{k}={v}" for k, v in {**spec.env, **job_env(spec)}.items()],
+            labels=labels,
+            container_labels=labels,
+            **made,
+        )
+    except APIError as e:
+        raise RuntimeFailure(f"the swarm cannot make the job's service: {e.explanation}") from e
+
+
+def _task(service: Service) -> dict[str, Any] | None:
+    """The service's task (the newest, should there be more)."""
+    tasks = tasks_of(service)
+    return max(tasks, key=lambda t: str(t.get("CreatedAt", ""))) if tasks else None
+
+
+def _exit_code(status: Mapping[str, Any]) -> int:
+    """The task's exit code; a task that never ran is a RuntimeFailure saying why."""
+    state, err = status.get("State"), status.get("Err") or ""
+    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    if state == "complete":
+        return int(code or 0)
+    if state == "failed" and code is not None and not err.startswith("starting container"):
+        return int(code)
+    why = err or status.get("Message") or state
+    raise RuntimeFailure(f"the swarm could not run the job: {why}")
+
+
+def _labels(service: Service) -> dict[str, str]:
+    labels: dict[str, str] = service.attrs.get("Spec", {}).get("Labels") or {}
+    return labels
+
+
+def _remove(service: Service, grace_s: float) -> None:
+    """Remove the service (the swarm stops its task: SIGTERM, SIGKILL after the grace) and wait,
+    a while, for its task to be gone."""
+    with contextlib.suppress(Gone, DockerException, OSError):
+        remove_service(service)
+    deadline = time.monotonic() + grace_s + 10
+    while time.monotonic() < deadline:
+        try:
+            if not tasks_of(service):
+                return
+        except (DockerException, OSError):
+            return  # gone with the service
+        time.sleep(POLL_S)
+
+
+class _Logs:
+    """A service's output as far as it was sent: read again from the second of the last line
+    sent on, with timestamps, and sent on from where it left off (the engine's log stream
+    does not end when its task does, so it is not followed as a stream)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._last: dict[int, tuple[int, int]] = {STDOUT: (0, 0), STDERR: (0, 0)}
+        self._at_last: dict[int, int] = {STDOUT: 0, STDERR: 0}
+
+    async def send(self, sink: OutputSink) -> bool:
+        """Send what is new, in the order it was written; whether there was any."""
+        lines = await asyncio.to_thread(self._new)
+        for _, stream, payload in lines:
+            await sink(payload, stream)
+        return bool(lines)
+
+    def _new(self) -> list[tuple[tuple[int, int], int, bytes]]:
+        found: list[tuple[tuple[int, int], int, bytes]] = []
+        for stream in (STDOUT, STDERR):
+            last, seen = self._last[stream], self._at_last[stream]
+            frames = self._service.logs(
+                stdout=stream == STDOUT,
+                stderr=stream == STDERR,
+                timestamps=True,
+                since=last[0],
+            )
+            newest, at_newest, skipped = last, seen, 0
+            for frame in frames:
+                stamp, _, payload = frame.partition(b" ")
+                at = _when(stamp)
+                if at < last or (at == last and skipped < seen):
+                    skipped += at == last
+                    continue
+                found.append((at, stream, payload))
+                newest, at_newest = (at, at_newest + 1) if at == newest else (at, 1)
+            self._last[stream], self._at_last[stream] = newest, at_newest
+        return sorted(found, key=lambda line: line[0])
+
+
+def _when(stamp: bytes) -> tuple[int, int]:
+    """An RFC 3339 time with nanoseconds as (seconds, nanoseconds); (0, 0) if it is not one."""
+    text = stamp.decode("ascii", "replace").rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    try:
+        seconds = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+        return seconds, int((fraction + "000000000")[:9] or 0)
+    except ValueError:
+        return 0, 0
