@@ -22,13 +22,17 @@ FAST = ("-lease", "3", "-heartbeat", "1")
 
 
 def services(job: str) -> list[str]:
-    done = subprocess.run(
-        ["docker", "service", "ls", "-q", "--filter", f"label=asphalt.job={job}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.split()
+    """The job's services and their containers, running or not."""
+    found: list[str] = []
+    for kind in (["service", "ls"], ["ps", "-a"]):
+        done = subprocess.run(
+            ["docker", *kind, "-q", "--filter", f"label=asphalt.job={job}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found += done.stdout.split()
+    return found
 
 
 @pytest.fixture

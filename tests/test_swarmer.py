@@ -165,8 +165,8 @@ async def test_a_bad_body_names_its_field_in_swarmers_error_shape(master: Master
         status, answer = await m.call("POST", "/submit", body)
         assert status == 400 and answer["field"] == field, (body, answer)
         assert answer["title"] == "400 Bad Request" and answer["description"], answer
-    status, listed = await m.call("GET", "/projects/swarmer")
-    assert status == 200 and listed["tasks"] == [], listed  # nothing half made
+    status, _ = await m.call("GET", "/projects/swarmer")
+    assert status == 404  # nothing made, not even the project
     status, answer = await m.call("GET", "/status/nosuchjob")
     assert status == 404 and "POST /submit" in answer["description"], answer
     status, answer = await m.call("POST", "/submit/nosuchjob/tasks", {"tasks": [
@@ -259,3 +259,59 @@ async def test_the_callback_arrives_once_its_receiver_is_back(master: MasterFact
         (path, headers, sent), *_ = got.posts
     assert path == "/late" and headers["Asphalt-Delivery"] == delivery["id"]
     assert json.loads(sent)["tasks"][0]["result"]["stdout"] == "out of x\n"
+
+
+async def test_a_report_counts_once_its_task_has_ended_and_is_refused_after(
+    master: MasterFactory,
+) -> None:
+    m = await master()
+    tasks = [{"task_name": "a", "task_args": []}, {"task_name": "b", "task_args": []}]
+    body = {"image_name": "i", "callback_url": "http://127.0.0.1:9/x", "tasks": tasks}
+    _, made = await m.call("POST", "/submit", body)
+    job_id = made["id"]
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(DOCKER)).worker
+        first, second = await client.lease(worker), await client.lease(worker)
+        assert first is not None and second is not None
+        said = {"task_name": first.spec.env["TASK_NAME"], "task_result": {"stdout": "x"}}
+        for bad in (1.5, "3", 2**40, None):
+            status, answer = await m.call("POST", f"/result/{job_id}", {**said, "task_status": bad})
+            assert status == 400 and answer["field"] == "task_status", (bad, answer)
+        # A job's token reports for its own task only, not for a sibling's.
+        sibling = {"Authorization": f"Bearer {second.secrets['ASPHALT_JOB_TOKEN']}"}
+        status, _ = await m.call(
+            "POST", f"/result/{job_id}", {**said, "task_status": 9}, headers=sibling
+        )
+        assert status == 404
+        status, _ = await m.call("POST", f"/result/{job_id}", {**said, "task_status": 9})
+        assert status == 204
+        _, doc = await m.call("GET", f"/status/{job_id}")
+        reported = next(t for t in doc["tasks"] if t["name"] == said["task_name"])
+        assert reported["status"] is None and reported["state"] == "running", reported
+        fin = Finish(
+            attempt=first.attempt, state="succeeded", status=0, reason=None,
+            started_at=1.0, ended_at=2.0,
+        )  # fmt: skip
+        await client.finish(worker, first.job, fin)
+        _, doc = await m.call("GET", f"/status/{job_id}")
+        reported = next(t for t in doc["tasks"] if t["name"] == said["task_name"])
+        assert reported["status"] == 9 and reported["result"]["stdout"] == "x", reported
+        status, answer = await m.call("POST", f"/result/{job_id}", {**said, "task_status": 1})
+        assert status == 409 and answer["field"] == "task_name", answer
+
+
+async def test_swarm_jobs_take_no_artifact_directories(master: MasterFactory) -> None:
+    m = await master()
+    await m.call("POST", "/", {"name": "p"})
+    job = {"runtime": "swarm", "container": "i", "action": "x"}
+    for field in ("logs_dir", "results_dir"):
+        status, answer = await m.call("POST", "/projects/p", {**job, field: "/out"})
+        assert status == 400 and answer["field"] == field, answer
+
+
+def test_a_big_jobs_document_keeps_the_end_of_each_stream_within_its_cap() -> None:
+    from asphalt.model import swarmer
+
+    assert swarmer.stream_cap(1) == swarmer.STREAM_CAP
+    assert swarmer.stream_cap(1000) * 2 * 1000 <= swarmer.DOCUMENT_CAP
+    assert swarmer.stream_cap(10**6) == swarmer.MIN_STREAM

@@ -66,22 +66,30 @@ class Swarmer:
 
     def submit(self, body: Any) -> str:
         """A new Swarmer job; its id. With tasks they are queued now; without, it waits for
-        them (POST /submit/{id}/tasks)."""
+        them (POST /submit/{id}/tasks). Everything is checked before anything is made."""
         given = model.read(body, SubmitBody)
         self.tasks.hook_allow.check(given.callback_url, field="callback_url")
         tasks = model.tasks_of(given.tasks or [])
+        job_id = new_id(8)
+        jobs = self._jobs(job_id, given.image_name, tasks, 0)
         project = self.project()
         record = SwarmerJob(
-            id=new_id(8),
+            id=job_id,
             project=project.id,
             image=given.image_name,
             callback_url=given.callback_url,
             created_at=self.now(),
         )
-        if tasks:
-            self._create(project, record, tasks)
+        # The record first, in the same batch as the task (no await between them), so that a
+        # task never runs without it; taken back if the task is refused.
         self.store.change(partial(table.put, job=record))
-        _log.info("swarmer_submitted", job=record.id, tasks=len(tasks))
+        if jobs:
+            try:
+                self._create(project, record, jobs)
+            except BaseException:
+                self.store.change(partial(table.delete, project=project.id, job_id=job_id))
+                raise
+        _log.info("swarmer_submitted", job=record.id, tasks=len(jobs))
         return record.id
 
     def add_tasks(self, job_id: str, body: Any) -> int:
@@ -91,10 +99,10 @@ class Swarmer:
         given = model.tasks_of(model.read(body, TasksBody).tasks)
         project = self.tasks.project(record.project)
         task = self.store.task(project.id, record.id)
+        there = self.tasks.run_jobs(task.current) if task is not None else {}
+        jobs = self._jobs(record.id, record.image, given, len(there))
         if task is None:
-            return len(self._create(project, record, given).current.jobs)
-        there = self.tasks.run_jobs(task.current)
-        jobs = self._jobs(record, given, len(there))
+            return len(self._create(project, record, jobs).current.jobs)
         if task_status(there.values())[0] is TaskStatus.COMPLETE:
             raise Conflict(
                 f"every task of job {record.id} has ended and its results were sent; submit a "
@@ -103,14 +111,13 @@ class Swarmer:
             )
         return len(self.tasks.add_jobs(project, task, JobsInput(jobs=jobs, secrets={})))
 
-    def _create(self, project: Project, record: SwarmerJob, given: list[model.TaskBody]) -> Task:
+    def _create(self, project: Project, record: SwarmerJob, jobs: dict[str, JobInput]) -> Task:
         callback = Callback(url=record.callback_url, shape="swarmer")
-        jobs = self._jobs(record, given, 0)
         made = TaskInput(id=record.id, jobs=jobs, secrets={}, callback=callback)
         return self.tasks.create_task(project, made)
 
     def _jobs(
-        self, record: SwarmerJob, given: list[model.TaskBody], there: int
+        self, job_id: str, image: str, given: list[model.TaskBody], there: int
     ) -> dict[str, JobInput]:
         if there + len(given) > model.MAX_TASKS:
             raise BadRequest(f"a job has at most {model.MAX_TASKS} tasks", field="tasks")
@@ -123,12 +130,12 @@ class Swarmer:
                     field=f"tasks.{i}.task_name",
                 )
             # What Swarmer set for its in-container client, so that its images keep working.
-            env = {"TASK_NAME": name, "SWARMER_JOB_ID": record.id}
+            env = {"TASK_NAME": name, "SWARMER_JOB_ID": job_id}
             if task.task_args:
                 env["RUN_ARGS"] = ",".join(task.task_args)
             jobs[name] = JobInput(
                 action=list(task.task_args),
-                container=record.image,
+                container=image,
                 runtime=self.runtime,
                 env=env,
             )
@@ -152,22 +159,26 @@ class Swarmer:
         task = self.store.task(record.project, record.id)
         return self._document(record, task, task.current.number if task else 0, {})
 
-    def report(self, job_id: str, body: Any, *, task_only: str | None = None) -> None:
-        """What a task's in-container client reports (Swarmer's POST /result/{id}), kept for
-        the attempt that runs now (or last ran): it stands for the task's status and output."""
+    def report(self, job_id: str, body: Any, *, only: str | None = None) -> None:
+        """What a task's in-container client reports (Swarmer's POST /result/{id}) while it
+        runs: it stands for the task's status and output once the task has ended. `only`: the
+        one job a job's own token may report for."""
         given = model.read(body, model.ResultBody)
         record = self.find(job_id)
-        if task_only is not None and task_only != record.id:
-            raise NotFound(f"no job {job_id[:64]!r}; POST /submit makes one", field="id")
         task = self.store.task(record.project, record.id)
         job = self.tasks.run_jobs(task.current).get(given.task_name) if task else None
-        if job is None or job.attempt == 0:
+        if job is None or (only is not None and job.id != only):
             raise NotFound(
-                f"job {record.id} has no task {given.task_name!r} that has run",
+                f"job {record.id} has no task {given.task_name!r} (or not one this token is for)",
+                field="task_name",
+            )
+        if job.state is not JobState.RUNNING:
+            raise Conflict(
+                f"task {given.task_name!r} is {job.state}; a result is reported while it runs",
                 field="task_name",
             )
         reported = Reported(
-            status=int(given.task_status),
+            status=given.task_status,
             stdout=given.task_result.stdout,
             stderr=given.task_result.stderr,
             at=self.now(),
@@ -191,17 +202,16 @@ class Swarmer:
     ) -> dict[str, Any]:
         found = task.run_number(run) if task is not None else None
         jobs = list(self.tasks.run_jobs(found).values()) if found is not None else []
-        return model.document(record, [self._entry(changed.get(j.id, j)) for j in jobs])
+        cap = model.stream_cap(len(jobs))
+        return model.document(record, [self._entry(changed.get(j.id, j), cap) for j in jobs])
 
-    def _entry(self, job: Job) -> dict[str, Any]:
+    def _entry(self, job: Job, cap: int) -> dict[str, Any]:
         if job.attempt == 0 or job.state in (JobState.QUEUED, JobState.SKIPPED):
-            return model.entry(job, "", "", None)  # not run yet (or not this attempt)
+            return model.entry(job, "", "", None, cap)  # not run yet (or not this attempt)
         reported = self.store.look(partial(table.reported, job_id=job.id, attempt=job.attempt))
-        return model.entry(job, self._stream(job, STDOUT), self._stream(job, STDERR), reported)
-
-    def _stream(self, job: Job, stream: int) -> str:
-        data = self.store.output(job.id, job.attempt, stream=stream).data
-        return data[-model.STREAM_CAP :].decode("utf-8", "replace")
+        out, err = (self.store.output(job.id, job.attempt, stream=s).data for s in (STDOUT, STDERR))
+        return model.entry(job, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                           reported, cap)  # fmt: skip
 
     def drop_project(self, project: Project) -> None:
         """The project is deleted: the jobs of it still waiting for their tasks go too."""

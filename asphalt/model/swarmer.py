@@ -17,9 +17,12 @@ from asphalt.model.records import Job, JobState
 from asphalt.wire import Body, Meta, Record
 
 MAX_TASKS = 1000  # a task's jobs at most (model/graph.py)
-# The end of each stream a document carries per task; the job's page and /jobs/{id}/output
-# have all that is kept.
+# The end of each stream a document carries per task, and of all its tasks' streams together;
+# the job's page and /jobs/{id}/output have all that is kept.
 STREAM_CAP = 1 << 20
+DOCUMENT_CAP = 16 << 20
+MIN_STREAM = 4 << 10
+TRIMMED = "[asphalt: {dropped} earlier characters not shown; the job's page has them]\n"
 # A Swarmer task's name is a job's name in Asphalt: these, so that it can be one.
 TASK_NAME = r"^[A-Za-z0-9_-]{1,64}\Z"
 Arg = Annotated[str, Meta(max_length=65536)]
@@ -31,7 +34,7 @@ HINTS = {
     "task_name": "must be 1-64 letters, digits, '_' or '-' (it names the task's job in Asphalt)",
     "task_args": 'must be a list of strings, e.g. ["--size", "3"] (the argv after the image\'s '
     "entrypoint)",
-    "task_status": "must be the task's exit status, a whole number",
+    "task_status": "must be the task's exit status, a whole number (within 32 bits)",
     "task_result": 'must be {"stdout": "...", "stderr": "..."}',
     "stdout": "must be the text the task wrote to stdout",
     "stderr": "must be the text the task wrote to stderr",
@@ -66,7 +69,7 @@ class ResultBody(Body, frozen=True, kw_only=True):
     """POST /result/{id}: what Swarmer's in-container client reports of its task."""
 
     task_name: Annotated[str, Meta(pattern=TASK_NAME)]
-    task_status: int | float
+    task_status: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
     task_result: Streams
 
 
@@ -102,21 +105,35 @@ def args_of(job: Job) -> list[str]:
     return list(action) if isinstance(action, list) else [action]
 
 
-def entry(job: Job, stdout: str, stderr: str, reported: Reported | None) -> dict[str, Any]:
-    """One task of the document: its name, exit status (null until it ends), args and output;
-    `state` too while the status is null (not ended yet, or ended without one). What the
-    task's client reported, if it did, stands for its status and output."""
+def stream_cap(tasks: int) -> int:
+    """How much of each stream a document of this many tasks carries."""
+    return max(MIN_STREAM, min(STREAM_CAP, DOCUMENT_CAP // max(1, 2 * tasks)))
+
+
+def _end(text: str | None, cap: int) -> str | None:
+    if text is None or len(text) <= cap:
+        return text
+    return TRIMMED.format(dropped=len(text) - cap) + text[-cap:]
+
+
+def entry(
+    job: Job, stdout: str, stderr: str, reported: Reported | None, cap: int = STREAM_CAP
+) -> dict[str, Any]:
+    """One task of the document: its name, exit status (null until it ends), args and output
+    (the end of each stream, at most `cap` characters); `state` too while the status is null
+    (not ended yet, or ended without one). Once it has ended, what its client reported, if it
+    did, stands for its status and output."""
     ended = job.state.terminal
     status = job.status if ended else None
     result: dict[str, str | None] = {"stdout": stdout, "stderr": stderr}
-    if reported is not None:
+    if reported is not None and ended:
         status = reported.status
         result = {"stdout": reported.stdout, "stderr": reported.stderr}
     found: dict[str, Any] = {
         "name": job.name,
         "status": status,
         "args": args_of(job),
-        "result": result,
+        "result": {key: _end(text, cap) for key, text in result.items()},
     }
     if status is None:
         found["state"] = _state(job)

@@ -168,7 +168,7 @@ def _at(where: str, name: str) -> str:
 def _job(body: BareJobBody, where: str, default: graph.Node) -> tuple[JobInput, dict[str, str]]:
     """The job a body describes, and its secrets' values (kept apart from it)."""
     runtime = runtime_of(body.runtime, body.container, where)
-    no_artifacts(runtime, body.logs_dir or body.results_dir, where)
+    no_artifacts(runtime, body.logs_dir, body.results_dir, where)
     env, secrets = _env_and_secrets(body.env, body.secrets, where)
     node = _node(body, default)
     job = JobInput(
@@ -204,10 +204,10 @@ def runtime_of(runtime: str | None, container: str | None, where: str = "") -> s
     return chosen
 
 
-def no_artifacts(runtime: str, directory: str | None, where: str = "") -> None:
+def no_artifacts(runtime: str, logs: str | None, results: str | None, where: str = "") -> None:
     """Swarm jobs run on the swarm's nodes, where their worker cannot collect files."""
-    if runtime == "swarm" and directory:
-        field = _at(where, "logs_dir")
+    if runtime == "swarm" and (logs or results):
+        field = _at(where, "logs_dir" if logs else "results_dir")
         raise BadRequest(
             f"{field}: a swarm job runs on a node of the swarm's choosing, whose files are "
             "not collected; leave out logs_dir and results_dir, or use runtime docker",

@@ -94,7 +94,7 @@ class Templates:
 
 def _template(given: TemplateBody, version: int, now: float) -> Template:
     runtime = runtime_of(given.runtime, given.container)
-    no_artifacts(runtime, given.logs_dir or given.results_dir)
+    no_artifacts(runtime, given.logs_dir, given.results_dir)
     if isinstance(given.command, list) and not given.command[0].strip():
         raise BadRequest("command must start with the program to run", field="command")
     check_schema(given.args)

@@ -1,8 +1,11 @@
-"""Who may call the master: the one place that decides, for each of its two surfaces.
+"""Who may call the master: the one place that decides, for each of its surfaces.
 
 The user surface (API and pages) takes a bearer token, a browser session, or trust in a request
 made on the master's own box; the worker surface (`/_worker`) takes the join token to register
-and then only the worker's own credential. Each app gets its guard from `protect`, and a guard
+and then only the worker's own credential; git push receivers (`/hooks`) take a delivery signed
+with the receiver's secret; the Swarmer API (`/submit`, `/status`, `/result`) takes what the
+user surface does but sessions, for its one project, and a Swarmer task's own job token to
+report its result. Each app gets its guard from `protect`, and a guard
 decides for the routes of its own app only, so no route can opt out by itself.
 """
 
@@ -103,6 +106,7 @@ class Caller:
     projects: tuple[str, ...] = ()
     token: str | None = None  # the token's id
     task: str | None = None  # for a job's token: the task it may read and add jobs to
+    job: str | None = None  # and the job it is
 
     def may(self, need: Scope) -> bool:
         return self.scope in _RANK and _RANK[self.scope] >= _RANK[need]
@@ -239,7 +243,7 @@ def _job_caller(request: web.Request, held: tuple[str, int] | None) -> Caller:
         raise Unauthorized(
             "this job token is not valid: it is good only while its job runs (ASPHALT_JOB_TOKEN)"
         )
-    return Caller(via="job", scope=Scope.JOB, projects=(job.project,), task=job.task)
+    return Caller(via="job", scope=Scope.JOB, projects=(job.project,), task=job.task, job=job.id)
 
 
 def _foreign_host(request: web.Request) -> str:

@@ -52,8 +52,8 @@ async def job_tasks(request: web.Request) -> web.Response:
 @result.post("/{id}", name="swarmer_result")
 async def report(request: web.Request) -> web.Response:
     """What a task's in-container client reports; with a job's own token, only its own job."""
-    only = auth.caller(request).task
-    _swarmer(request).report(request.match_info["id"], await read_json(request), task_only=only)
+    only = auth.caller(request).job
+    _swarmer(request).report(request.match_info["id"], await read_json(request), only=only)
     return web.Response(status=204)
 
 

@@ -18,6 +18,10 @@ def get(tables: Tables, project: str, job_id: str) -> SwarmerJob | None:
     return records.decode(raw, SwarmerJob) if raw is not None else None
 
 
+def delete(tables: Tables, project: str, job_id: str) -> None:
+    tables.delete("swarmer", keys.task_key(project, job_id))
+
+
 def report(tables: Tables, job_id: str, attempt: int, reported: Reported) -> None:
     tables.put("swarmer_results", keys.output_prefix(job_id, attempt), records.pack(reported))
 

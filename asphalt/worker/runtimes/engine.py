@@ -51,7 +51,7 @@ Client = docker.DockerClient
 _DEFAULT_HOST = "unix:///var/run/docker.sock"
 _TIMEOUT_S = 60  # for each call to the daemon; log streams have none
 PING_TIMEOUT_S = 3.0
-_POOL = 32  # connections: one per running job's log stream, plus short calls
+_POOL = 32  # connections: one per docker job's log stream, plus short calls
 
 
 class Engine:

@@ -1,8 +1,9 @@
 """The swarm runtime: each job attempt is a one-shot service on the Docker Swarm that this worker's
 engine manages (`replicated-job` mode, one replica, restart condition `none`, so that Asphalt
-stays the only one to retry), labelled with its job, attempt and worker. Its output is followed
-from the service's logs while it runs, its exit code taken from its task, and the service
-removed once it has ended, is stopped (timeout, cancel) or is found left by a killed worker."""
+stays the only one to retry), labelled with its job, attempt and worker. Its output is read from
+the service's logs as it runs (every POLL_S, from where the last read left off), its exit code
+taken from its task, and the service removed once it has ended, is stopped (timeout, cancel)
+or is found left by a killed worker."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR, STDOUT
@@ -35,9 +36,12 @@ from .engine import (
 from .engine import NotFound as Gone
 from .host import job_env
 
+T = TypeVar("T")
 POLL_S = 0.25  # how often a running job's task and logs are looked at
 ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
 _SETTLE_TRIES = 20  # log reads after the end, until one brings nothing new
+_QUIET_LOOKS = 3  # looks for a removed service's containers that find none, to be done
+_MAKING = frozenset({"assigned", "accepted", "preparing", "starting"})
 WAITING = "[asphalt: the swarm has not placed this job yet: {why}]\n"
 
 
@@ -105,17 +109,22 @@ class SwarmRuntime:
             return await self._follow(service, sink, spec)
         finally:
             if service is None:
-                with contextlib.suppress(Exception):
-                    service = await creating
+                service = await _made(creating)
             if service is not None:
-                await asyncio.to_thread(_remove, service, grace_s)
+                removing = asyncio.ensure_future(
+                    self._engine.call(lambda c: _remove(c, service, grace_s))
+                )
+                await _made(removing)
 
     async def _follow(self, service: Service, sink: OutputSink, spec: JobSpec) -> int:
         """Send the service's output on as it comes, until its task ends; its exit code."""
-        logs = _Logs(service)
+        logs = _Logs(service, self._engine)
         told = False
         while True:
-            task = await self._engine.call(lambda _: _task(service))
+            try:
+                task = await self._engine.call(lambda _: _task(service))
+            except Gone as e:
+                raise RuntimeFailure("the job's service was removed while it ran") from e
             await logs.send(sink)
             status = task.get("Status", {}) if task else {}
             if status.get("State") in ENDED:
@@ -125,9 +134,9 @@ class SwarmRuntime:
                 await sink(WAITING.format(why=status["Err"]).encode(), STDERR)
             await asyncio.sleep(POLL_S)
         for _ in range(_SETTLE_TRIES):  # the logs can lag behind the task's end
+            await asyncio.sleep(POLL_S)
             if not await logs.send(sink):
                 break
-            await asyncio.sleep(POLL_S)
         if spec.meter is not None:
             spec.meter.measured = "not measured: it ran on a swarm node"
         return _exit_code(status)
@@ -140,8 +149,7 @@ class SwarmRuntime:
         def reap_all(client: Client) -> list[str]:
             found = client.services.list(filters={"label": f"{LABEL_WORKER}={worker_id}"})
             for service in found:
-                with contextlib.suppress(Gone):
-                    remove_service(service)
+                _remove(client, service, grace_s=0)  # the worker is gone: no grace
             return [_labels(service).get(LABEL_JOB, "") for service in found]
 
         return await self._engine.call(reap_all)
@@ -219,19 +227,46 @@ def _labels(service: Service) -> dict[str, str]:
     return labels
 
 
-def _remove(service: Service, grace_s: float) -> None:
-    """Remove the service (the swarm stops its task: SIGTERM, SIGKILL after the grace) and wait,
-    a while, for its task to be gone."""
-    with contextlib.suppress(Gone, DockerException, OSError):
-        remove_service(service)
-    deadline = time.monotonic() + grace_s + 10
-    while time.monotonic() < deadline:
-        try:
-            if not tasks_of(service):
-                return
-        except (DockerException, OSError):
-            return  # gone with the service
-        time.sleep(POLL_S)
+async def _made(pending: asyncio.Future[T]) -> T | None:
+    """What a shielded call left running gives, however often the caller is cancelled meanwhile
+    (a forced stop cancels twice): the call's thread goes on, and what it made is still ours to
+    remove. None if it failed."""
+    while not pending.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(pending)
+    return None if pending.cancelled() or pending.exception() else pending.result()
+
+
+def _remove(client: Client, service: Service, grace_s: float) -> None:
+    """Remove the service, then stop and remove its task's containers on this node.
+
+    Docker 20.10 leaves a removed job service's containers behind, running, created or exited,
+    so the worker removes them itself: those labelled with the attempt, until none has been
+    seen for a few looks (an agent may make one a moment after the service went). On another
+    node they are left to that node's engine (docs/runtimes.md)."""
+    labels = _labels(service)
+    try:
+        status = (_task(service) or {}).get("Status", {})
+    except Gone:
+        status = {}
+    # Given to a node but with no container yet: the node's agent may still make one.
+    making = status.get("State") in _MAKING and not (status.get("ContainerStatus") or {}).get(
+        "ContainerID"
+    )
+    with contextlib.suppress(Gone):
+        remove_service(service)  # first: a task that fails now is then not run again
+    wanted = [f"{key}={labels.get(key, '')}" for key in (LABEL_JOB, LABEL_ATTEMPT)]
+    looks = _QUIET_LOOKS * (5 if making else 1)
+    quiet, deadline = 0, time.monotonic() + grace_s + 10
+    while quiet < looks and time.monotonic() < deadline:
+        found = client.containers.list(all=True, filters={"label": wanted})
+        quiet = 0 if found else quiet + 1
+        for container in found:
+            with contextlib.suppress(Gone, APIError):
+                if container.status == "running":
+                    container.stop(timeout=max(1, math.ceil(grace_s)))
+                container.remove(force=True, v=True)
+        time.sleep(0.2)
 
 
 class _Logs:
@@ -239,14 +274,18 @@ class _Logs:
     sent on, with timestamps, and sent on from where it left off (the engine's log stream
     does not end when its task does, so it is not followed as a stream)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, engine: Engine) -> None:
         self._service = service
+        self._engine = engine
         self._last: dict[int, tuple[int, int]] = {STDOUT: (0, 0), STDERR: (0, 0)}
         self._at_last: dict[int, int] = {STDOUT: 0, STDERR: 0}
 
     async def send(self, sink: OutputSink) -> bool:
         """Send what is new, in the order it was written; whether there was any."""
-        lines = await asyncio.to_thread(self._new)
+        try:
+            lines = await self._engine.call(lambda _: self._new())
+        except APIError as e:  # the service went (removed by hand): nothing more to read
+            raise RuntimeFailure(f"the job's service is gone: {e.explanation}") from e
         for _, stream, payload in lines:
             await sink(payload, stream)
         return bool(lines)
@@ -269,7 +308,10 @@ class _Logs:
                     skipped += at == last
                     continue
                 found.append((at, stream, payload))
-                newest, at_newest = (at, at_newest + 1) if at == newest else (at, 1)
+                if at > newest:
+                    newest, at_newest = at, 1
+                elif at == newest:
+                    at_newest += 1
             self._last[stream], self._at_last[stream] = newest, at_newest
         return sorted(found, key=lambda line: line[0])
 
