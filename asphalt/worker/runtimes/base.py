@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.model.env_allow import OWN as _OWN
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # Called with each piece of output as the job produces it, and its stream (STDOUT or STDERR).
 OutputSink = Callable[[bytes, int], Awaitable[None]]
+T = TypeVar("T")
 
 # Labels put on every container (and env put on every host process group) so a restarted
 # worker can find what it left behind.
@@ -242,3 +243,13 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+async def settled(pending: asyncio.Future[T]) -> T | None:
+    """What a shielded call left running gives, however often the caller is cancelled meanwhile
+    (a forced stop cancels twice): the call's thread goes on, and what it made is still ours to
+    remove. None if it failed."""
+    while not pending.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(pending)
+    return None if pending.cancelled() or pending.exception() else pending.result()

@@ -23,6 +23,7 @@ from .base import (
     RuntimeFailure,
     copy_all,
     output_pipes,
+    settled,
     write_all,
 )
 from .cgroups import CgroupSampler
@@ -140,8 +141,7 @@ class DockerRuntime:
             if sampler is not None:
                 await sampler.stop()
             if container is None:
-                with contextlib.suppress(Exception):
-                    container = await starting
+                container = await settled(starting)
             if container is not None:
                 await asyncio.to_thread(_dispose, container, grace_s)
             for copier in copiers:

@@ -13,12 +13,20 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR, STDOUT
 
-from .base import LABEL_ATTEMPT, LABEL_JOB, LABEL_WORKER, JobSpec, OutputSink, RuntimeFailure
+from .base import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_WORKER,
+    JobSpec,
+    OutputSink,
+    RuntimeFailure,
+    settled,
+)
 from .docker import CAP_ADD, DEFAULT_PIDS, LOG_MAX_FILES, LOG_MAX_SIZE
 from .engine import (
     APIError,
@@ -36,7 +44,6 @@ from .engine import (
 from .engine import NotFound as Gone
 from .host import job_env
 
-T = TypeVar("T")
 POLL_S = 0.25  # how often a running job's task and logs are looked at
 ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
 _SETTLE_TRIES = 20  # log reads after the end, until one brings nothing new
@@ -109,12 +116,12 @@ class SwarmRuntime:
             return await self._follow(service, sink, spec)
         finally:
             if service is None:
-                service = await _made(creating)
+                service = await settled(creating)
             if service is not None:
                 removing = asyncio.ensure_future(
                     self._engine.call(lambda c: _remove(c, service, grace_s))
                 )
-                await _made(removing)
+                await settled(removing)
 
     async def _follow(self, service: Service, sink: OutputSink, spec: JobSpec) -> int:
         """Send the service's output on as it comes, until its task ends; its exit code."""
@@ -225,16 +232,6 @@ def _exit_code(status: Mapping[str, Any]) -> int:
 def _labels(service: Service) -> dict[str, str]:
     labels: dict[str, str] = service.attrs.get("Spec", {}).get("Labels") or {}
     return labels
-
-
-async def _made(pending: asyncio.Future[T]) -> T | None:
-    """What a shielded call left running gives, however often the caller is cancelled meanwhile
-    (a forced stop cancels twice): the call's thread goes on, and what it made is still ours to
-    remove. None if it failed."""
-    while not pending.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(pending)
-    return None if pending.cancelled() or pending.exception() else pending.result()
 
 
 def _remove(client: Client, service: Service, grace_s: float) -> None:
