@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +48,11 @@ def swarm_network(test_image: str) -> Iterator[str]:
     try:
         yield network
     finally:
-        subprocess.run(["docker", "network", "rm", network], capture_output=True, check=False)
+        for _ in range(20):  # the last services' endpoints can take a moment to go
+            rm = subprocess.run(["docker", "network", "rm", network], capture_output=True)
+            if rm.returncode == 0:
+                break
+            time.sleep(0.5)
         if made:
             docker("swarm", "leave", "--force")
 

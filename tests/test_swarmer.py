@@ -169,6 +169,10 @@ async def test_a_bad_body_names_its_field_in_swarmers_error_shape(master: Master
     assert status == 404  # nothing made, not even the project
     status, answer = await m.call("GET", "/status/nosuchjob")
     assert status == 404 and "POST /submit" in answer["description"], answer
+    await m.call("POST", "/submit", {"image_name": "i", "callback_url": "http://h/x"})
+    for odd in ("x" * 600, "%C3%A9" * 200, "a%00b"):
+        status, answer = await m.call("GET", f"/status/{odd}")
+        assert status == 404, (odd, answer)
     status, answer = await m.call("POST", "/submit/nosuchjob/tasks", {"tasks": [
         {"task_name": "a"}]})  # fmt: skip
     assert status == 404, answer

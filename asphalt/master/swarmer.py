@@ -34,6 +34,7 @@ from asphalt.protocol import STDERR, STDOUT
 from asphalt.wire import replace
 
 _log = log.get("asphalt.swarmer")
+MAX_ID = 128  # the ids it makes are 16; a longer one is no job (and no key the store takes)
 
 
 class Swarmer:
@@ -145,7 +146,7 @@ class Swarmer:
         project = self.store.project(self.project_name)
         found = (
             self.store.look(partial(table.get, project=project.id, job_id=job_id))
-            if project is not None
+            if project is not None and len(job_id.encode()) <= MAX_ID
             else None
         )
         if found is None:
