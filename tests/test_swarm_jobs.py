@@ -200,3 +200,41 @@ def test_a_swarmer_client_works_unchanged_and_gets_its_callback_when_its_receive
     # Unlike Swarmer, /status still answers after the callback; an unknown id is a 404.
     assert _swarmer_call(base, f"/status/{two_step}")[0] == 200
     assert _swarmer_call(base, "/status/nope")[0] == 404
+
+
+def test_an_image_with_swarmers_in_container_client_reports_through_swarmer_address(
+    tmp_path: Path, test_image: str
+) -> None:
+    """A job posts its result as Swarmer's client does: JSON to $SWARMER_ADDRESS, no header.
+    Its container shares the host's network (loopback only) to reach the master."""
+    rig = Cluster(tmp_path, "-no-worker", *FAST, "-auth", "always")
+    try:
+        http = rig.master(ready=401)
+        http.auth = {"Authorization": f"Bearer {(rig.data / 'admin.token').read_text().strip()}"}
+        rig.worker("-docker-network", "host")
+        said = (
+            '{"task_name": "%s", "task_status": 4, "task_result": {"stdout": "reported", '
+            '"stderr": ""}}'
+        )
+        client = (
+            f"wget -q -O /dev/null --header 'Content-Type: application/json' "
+            f'--post-data "$(printf \'{said}\' "$TASK_NAME")" "$SWARMER_ADDRESS"; echo real'
+        )
+        body = {
+            "image_name": test_image,
+            "callback_url": "http://127.0.0.1:9/x",
+            "tasks": [{"task_name": "wrapped", "task_args": ["sh", "-c", client]}],
+        }
+        job_id = http.post("/submit", body)["id"]
+
+        def reported() -> dict[str, Any] | None:
+            (task,) = http.get(f"/status/{job_id}")["tasks"]
+            return task if task["status"] is not None else None
+
+        task = wait_until(reported, 60, "the task's end")
+        assert (task["status"], task["result"]["stdout"]) == (4, "reported"), task
+        main = http.get(f"/projects/swarmer/tasks/{job_id}")["jobs"]["wrapped"]
+        assert (main["status"], main["output"]) == (0, "real\n"), main
+        assert "asj_" not in json.dumps(main)  # the token in SWARMER_ADDRESS is nowhere shown
+    finally:
+        rig.stop()

@@ -15,6 +15,7 @@ from harness import REG, Master, MasterFactory, receiver
 from asphalt.protocol import STDERR, STDOUT, Finish, Lease
 from asphalt.wire import replace
 from asphalt.worker.client import MasterClient
+from asphalt.worker.runner import swarmer_address
 
 DOCKER = replace(REG, runtimes=("docker",), slots=8)
 
@@ -319,3 +320,34 @@ def test_a_big_jobs_document_keeps_the_end_of_each_stream_within_its_cap() -> No
     assert swarmer.stream_cap(1) == swarmer.STREAM_CAP
     assert swarmer.stream_cap(1000) * 2 * 1000 <= swarmer.DOCUMENT_CAP
     assert swarmer.stream_cap(10**6) == swarmer.MIN_STREAM
+
+
+async def test_swarmer_address_carries_the_job_token_good_only_to_report(
+    master: MasterFactory,
+) -> None:
+    m = await master(auth="always")
+    admin = {"Authorization": f"Bearer {m.admin}"}
+    body = {
+        "image_name": "i",
+        "callback_url": "http://127.0.0.1:9/x",
+        "tasks": [{"task_name": "a"}],
+    }
+    _, made = await m.call("POST", "/submit", body, headers=admin)
+    async with MasterClient(m.url, join=m.join) as client:
+        worker = (await client.register(DOCKER)).worker
+        lease = await client.lease(worker)
+        assert lease is not None
+        found = swarmer_address(lease.spec.env, lease.secrets, m.url + "/")
+        address = found["SWARMER_ADDRESS"]
+        assert address.startswith(f"{m.url}/result/{made['id']}?token=asj_"), address
+        assert swarmer_address({}, lease.secrets, m.url) == {}  # not a Swarmer job: none
+        path = address.removeprefix(m.url)
+        said = {"task_name": "a", "task_status": 0, "task_result": {"stdout": "s"}}
+        status, _ = await m.call("POST", path, said)  # as Swarmer's client does: no header
+        assert status == 204
+        token = path.partition("?")[2]
+        for elsewhere in (f"/status/{made['id']}?{token}", f"/projects/swarmer?{token}"):
+            status, _ = await m.call("GET", elsewhere)
+            assert status in (401, 403), elsewhere
+        status, _ = await m.call("POST", f"/result/{made['id']}?token=asj_forged_1_00", said)
+        assert status == 401

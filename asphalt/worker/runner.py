@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 from asphalt import log
 from asphalt.config import WorkerConfig
@@ -52,6 +53,19 @@ class Ended:
     reason: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     usage: Usage | None = None
+
+
+def swarmer_address(
+    env: Mapping[str, str], secrets: Mapping[str, str], base: str
+) -> dict[str, str]:
+    """For a job of the master's Swarmer API: SWARMER_ADDRESS, where Swarmer's in-container
+    client posts its result, as Swarmer set it: the master's /result/ID, with this attempt's
+    job token in its query (the client sends no header; the token is good only to report for
+    this job while it runs). A secret: masked in output, kept off command lines."""
+    job, token = env.get("SWARMER_JOB_ID"), secrets.get("ASPHALT_JOB_TOKEN")
+    if not job or not token:
+        return {}
+    return {"SWARMER_ADDRESS": f"{base.rstrip('/')}/result/{quote(job, safe='')}?token={token}"}
 
 
 def _usage(meter: Meter) -> Usage:
@@ -182,13 +196,15 @@ class Runner:
         runtime = self.runtimes.get(job.runtime)
         if runtime is None:
             return Ended("failed", reason=f"this worker has no {job.runtime} runtime")
+        base = self.client.base_url
+        given = {**lease.secrets, **swarmer_address(job.env, lease.secrets, base)}
         spec = JobSpec(  # the attempt as its runtime sees it: the job, in its environment
             job_id=lease.job,
             attempt=lease.attempt,
             action=job.action,
             container=job.container,
-            env={**host, **job.env, **lease.env, **lease.secrets, ENV_URL: self.client.base_url},
-            secret_names=(*lease.secrets, *host),
+            env={**host, **job.env, **lease.env, **given, ENV_URL: base},
+            secret_names=(*given, *host),
             worker_id=worker,
             limits=job.limits,
             types=job.types,

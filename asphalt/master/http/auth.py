@@ -360,7 +360,13 @@ async def _swarmer_guard(request: web.Request, handler: Handler) -> web.StreamRe
     """The Swarmer API: a token as on the user surface (never a browser's session: it has no
     pages to guard a form with), read to GET and submit to POST, for the Swarmer project; a
     running Swarmer task's own token may report its result, nothing else."""
-    who = _identify(request, sessions=False)
+    query = request.query.get("token", "")
+    if bearer(request) is None and query.startswith(JOB_PREFIX):
+        # SWARMER_ADDRESS carries the job's token, since Swarmer's client sends no header;
+        # only a job's token, and only to report (below).
+        who = _job_caller(request, request.config_dict[CREDENTIALS].job_of(query))
+    else:
+        who = _identify(request, sessions=False)
     project = request.config_dict[SWARMER].store.project(request.config_dict[SWARMER].project_name)
     if who.scope is Scope.JOB:
         own = project is not None and project.id in who.projects
