@@ -201,3 +201,20 @@ async def test_reap_removes_only_the_services_of_that_worker(
     await asyncio.gather(*runs, return_exceptions=True)
     assert await services(f"asphalt.job={theirs.job_id}") == []
     await other.close()
+
+
+async def test_a_second_cancel_while_the_service_is_made_leaves_nothing(
+    swarm: SwarmRuntime, test_image: str
+) -> None:
+    """A forced stop cancels twice; the service being made is still removed, and the run
+    ends cancelled."""
+    for wait_s in (0.0, 0.05, 0.3):
+        job = spec(test_image, "sleep 100")
+        run = asyncio.create_task(swarm.run(job, Output(), grace_s=1))
+        await asyncio.sleep(wait_s)
+        run.cancel()
+        await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert await services(f"asphalt.job={job.job_id}") == []

@@ -316,10 +316,28 @@ async def test_swarm_jobs_take_no_artifact_directories(master: MasterFactory) ->
 
 def test_a_big_jobs_document_keeps_the_end_of_each_stream_within_its_cap() -> None:
     from asphalt.model import swarmer
+    from asphalt.model.records import Job, JobInput, JobState
 
-    assert swarmer.stream_cap(1) == swarmer.STREAM_CAP
-    assert swarmer.stream_cap(1000) * 2 * 1000 <= swarmer.DOCUMENT_CAP
-    assert swarmer.stream_cap(10**6) == swarmer.MIN_STREAM
+    cap = swarmer.stream_cap(1000)
+    assert cap * 2 * 1000 <= swarmer.DOCUMENT_CAP and swarmer.stream_cap(1) == swarmer.STREAM_CAP
+    data = b"a" * 10_000 + b"the end\n"
+    kept = swarmer.tail(data, cap)
+    assert kept.endswith("the end\n") and "before this not shown" in kept
+    assert len(kept.encode()) < cap + 200 and swarmer.tail(b"short", cap) == "short"
+    job = Job(
+        id="j", project="p", task="t", run=1, name="n", spec=JobInput(action=["x"]),
+        created_at=0, state=JobState.SUCCEEDED, status=0, attempt=1,
+    )  # fmt: skip
+    said = swarmer.Reported(status=3, stdout="b" * 50_000, stderr=None, at=0)
+    entry = swarmer.entry(job, "out", "err", said, cap)
+    assert entry["status"] == 3 and entry["result"]["stderr"] is None
+    assert (
+        entry["result"]["stdout"].endswith("b" * cap) and len(entry["result"]["stdout"]) < cap + 200
+    )
+    # A report stands only for a task that exited, not for one that timed out.
+    timed_out = swarmer.entry(job.to(JobState.TIMED_OUT, status=None), "o", "e", said, cap)
+    assert timed_out["status"] is None and timed_out["state"] == "timed_out"
+    assert timed_out["result"] == {"stdout": "o", "stderr": "e"}
 
 
 async def test_swarmer_address_carries_the_job_token_good_only_to_report(
@@ -327,10 +345,11 @@ async def test_swarmer_address_carries_the_job_token_good_only_to_report(
 ) -> None:
     m = await master(auth="always")
     admin = {"Authorization": f"Bearer {m.admin}"}
+    tasks = [{"task_name": "a"}]
     body = {
         "image_name": "i",
         "callback_url": "http://127.0.0.1:9/x",
-        "tasks": [{"task_name": "a"}],
+        "tasks": tasks,
     }
     _, made = await m.call("POST", "/submit", body, headers=admin)
     async with MasterClient(m.url, join=m.join) as client:
@@ -345,9 +364,24 @@ async def test_swarmer_address_carries_the_job_token_good_only_to_report(
         said = {"task_name": "a", "task_status": 0, "task_result": {"stdout": "s"}}
         status, _ = await m.call("POST", path, said)  # as Swarmer's client does: no header
         assert status == 204
-        token = path.partition("?")[2]
-        for elsewhere in (f"/status/{made['id']}?{token}", f"/projects/swarmer?{token}"):
-            status, _ = await m.call("GET", elsewhere)
-            assert status in (401, 403), elsewhere
-        status, _ = await m.call("POST", f"/result/{made['id']}?token=asj_forged_1_00", said)
+        query = path.partition("?")[2]
+        # Anywhere else on the Swarmer API a job's token may do nothing; elsewhere it is no
+        # credential at all.
+        status, _ = await m.call("GET", f"/status/{made['id']}?{query}")
+        assert status == 403
+        status, _ = await m.call("POST", f"/submit?{query}", body)
+        assert status == 403
+        status, _ = await m.call("POST", f"/submit/{made['id']}/tasks?{query}", {"tasks": tasks})
+        assert status == 403
+        status, _ = await m.call("GET", f"/projects/swarmer?{query}")
+        assert status == 401
+        for bad in ("asj_forged_1_00", "asj_x_1_%C3%A9", f"asj_x_{'9' * 5000}_00", m.admin):
+            status, answer = await m.call("POST", f"/result/{made['id']}?token={bad}", said)
+            assert status == 401, (bad[:40], answer)
+        fin = Finish(
+            attempt=lease.attempt, state="succeeded", status=0, reason=None,
+            started_at=1.0, ended_at=2.0,
+        )  # fmt: skip
+        await client.finish(worker, lease.job, fin)
+        status, _ = await m.call("POST", path, said)  # its job has ended: the token with it
         assert status == 401

@@ -210,9 +210,11 @@ class Swarmer:
         if job.attempt == 0 or job.state in (JobState.QUEUED, JobState.SKIPPED):
             return model.entry(job, "", "", None, cap)  # not run yet (or not this attempt)
         reported = self.store.look(partial(table.reported, job_id=job.id, attempt=job.attempt))
-        out, err = (self.store.output(job.id, job.attempt, stream=s).data for s in (STDOUT, STDERR))
-        return model.entry(job, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                           reported, cap)  # fmt: skip
+        out, err = (
+            model.tail(self.store.output(job.id, job.attempt, stream=s).data, cap)
+            for s in (STDOUT, STDERR)
+        )
+        return model.entry(job, out, err, reported, cap)
 
     def drop_project(self, project: Project) -> None:
         """The project is deleted: the jobs of it still waiting for their tasks go too."""

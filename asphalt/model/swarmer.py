@@ -22,7 +22,7 @@ MAX_TASKS = 1000  # a task's jobs at most (model/graph.py)
 STREAM_CAP = 1 << 20
 DOCUMENT_CAP = 16 << 20
 MIN_STREAM = 4 << 10
-TRIMMED = "[asphalt: {dropped} earlier characters not shown; the job's page has them]\n"
+TRIMMED = "[asphalt: {dropped} before this not shown; the job's page has them]\n"
 # A Swarmer task's name is a job's name in Asphalt: these, so that it can be one.
 TASK_NAME = r"^[A-Za-z0-9_-]{1,64}\Z"
 Arg = Annotated[str, Meta(max_length=65536)]
@@ -113,7 +113,15 @@ def stream_cap(tasks: int) -> int:
 def _end(text: str | None, cap: int) -> str | None:
     if text is None or len(text) <= cap:
         return text
-    return TRIMMED.format(dropped=len(text) - cap) + text[-cap:]
+    return TRIMMED.format(dropped=f"{len(text) - cap} characters") + text[-cap:]
+
+
+def tail(data: bytes, cap: int) -> str:
+    """The end of a stream's bytes as text, at most `cap` bytes of it, saying what was left."""
+    if len(data) <= cap:
+        return data.decode("utf-8", "replace")
+    end = data[-cap:].decode("utf-8", "replace")
+    return TRIMMED.format(dropped=f"{len(data) - cap} bytes") + end
 
 
 def entry(
@@ -121,12 +129,12 @@ def entry(
 ) -> dict[str, Any]:
     """One task of the document: its name, exit status (null until it ends), args and output
     (the end of each stream, at most `cap` characters); `state` too while the status is null
-    (not ended yet, or ended without one). Once it has ended, what its client reported, if it
-    did, stands for its status and output."""
+    (not ended yet, or ended without one). Once it has exited (not timed out, cancelled or
+    lost), what its client reported, if it did, stands for its status and output."""
     ended = job.state.terminal
     status = job.status if ended else None
     result: dict[str, str | None] = {"stdout": stdout, "stderr": stderr}
-    if reported is not None and ended:
+    if reported is not None and job.state in (JobState.SUCCEEDED, JobState.FAILED):
         status = reported.status
         result = {"stdout": reported.stdout, "stderr": reported.stderr}
     found: dict[str, Any] = {

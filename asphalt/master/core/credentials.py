@@ -157,6 +157,8 @@ class Credentials:
         attempt, _, mac = rest.partition("_")
         if not presented.startswith(JOB_PREFIX) or not attempt.isascii() or not attempt.isdigit():
             return None
+        if len(attempt) > 10 or not mac.isascii():  # no int of it, nor a digest to compare
+            return None
         if not hmac.compare_digest(mac, self._job_mac(job_id, int(attempt))):
             return None
         return job_id, int(attempt)

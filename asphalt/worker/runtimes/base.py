@@ -245,11 +245,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def settled(pending: asyncio.Future[T]) -> T | None:
-    """What a shielded call left running gives, however often the caller is cancelled meanwhile
-    (a forced stop cancels twice): the call's thread goes on, and what it made is still ours to
-    remove. None if it failed."""
+async def settled(pending: asyncio.Future[T]) -> tuple[T | None, bool]:
+    """What a shielded call left running gives (None if it failed), however often the caller is
+    cancelled meanwhile (a forced stop cancels twice): the call's thread goes on, and what it
+    made is still ours to clean up. Also whether a cancel came meanwhile, for the caller to
+    raise once it has cleaned up."""
+    cancelled = False
     while not pending.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.shield(pending)
-    return None if pending.cancelled() or pending.exception() else pending.result()
+        except asyncio.CancelledError:
+            cancelled = True
+    if pending.cancelled() or pending.exception() is not None:
+        return None, cancelled
+    return pending.result(), cancelled

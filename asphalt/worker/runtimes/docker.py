@@ -140,12 +140,18 @@ class DockerRuntime:
                 copier.stop()  # before any await: its thread ends whatever happens next
             if sampler is not None:
                 await sampler.stop()
+            stopped = False
             if container is None:
-                container = await settled(starting)
+                ended = await settled(starting)
+                container, stopped = ended
             if container is not None:
-                await asyncio.to_thread(_dispose, container, grace_s)
+                made = container
+                disposing = asyncio.ensure_future(asyncio.to_thread(_dispose, made, grace_s))
+                stopped = (await settled(disposing))[1] or stopped
             for copier in copiers:
                 await copier.join()
+            if stopped:
+                raise asyncio.CancelledError  # what came while it was cleaned up
 
     async def reap(self, worker_id: str) -> list[str]:
         """Remove the containers a previous run of this worker left; return their job ids."""

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from asphalt import log
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR, STDOUT
 
@@ -44,11 +45,11 @@ from .engine import (
 from .engine import NotFound as Gone
 from .host import job_env
 
+_log = log.get("asphalt.swarm")
 POLL_S = 0.25  # how often a running job's task and logs are looked at
 ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
 _SETTLE_TRIES = 20  # log reads after the end, until one brings nothing new
 _QUIET_LOOKS = 3  # looks for a removed service's containers that find none, to be done
-_MAKING = frozenset({"assigned", "accepted", "preparing", "starting"})
 WAITING = "[asphalt: the swarm has not placed this job yet: {why}]\n"
 
 
@@ -115,13 +116,15 @@ class SwarmRuntime:
             service = await asyncio.shield(creating)
             return await self._follow(service, sink, spec)
         finally:
+            stopped = False
             if service is None:
-                service = await settled(creating)
+                ended = await settled(creating)
+                service, stopped = ended
             if service is not None:
-                removing = asyncio.ensure_future(
-                    self._engine.call(lambda c: _remove(c, service, grace_s))
-                )
-                await settled(removing)
+                removing = asyncio.ensure_future(self._remove(service, grace_s))
+                stopped = (await settled(removing))[1] or stopped
+            if stopped:
+                raise asyncio.CancelledError  # what came while it was cleaned up
 
     async def _follow(self, service: Service, sink: OutputSink, spec: JobSpec) -> int:
         """Send the service's output on as it comes, until its task ends; its exit code."""
@@ -132,6 +135,8 @@ class SwarmRuntime:
                 task = await self._engine.call(lambda _: _task(service))
             except Gone as e:
                 raise RuntimeFailure("the job's service was removed while it ran") from e
+            except APIError as e:
+                raise RuntimeFailure(f"the swarm cannot say how the job is: {e.explanation}") from e
             await logs.send(sink)
             status = task.get("Status", {}) if task else {}
             if status.get("State") in ENDED:
@@ -149,17 +154,48 @@ class SwarmRuntime:
         return _exit_code(status)
 
     async def reap(self, worker_id: str) -> list[str]:
-        """Remove the services a previous run of this worker left; return their job ids."""
+        """Remove the services a previous run of this worker left, and their containers on
+        this node; return their job ids. (Containers whose service was removed already are
+        the docker runtime's reap: they carry the same worker label.)"""
         if not worker_id:
             raise ValueError("reap needs a worker id")
+        label = f"{LABEL_WORKER}={worker_id}"
+        found = await self._engine.call(lambda c: c.services.list(filters={"label": label}))
+        for service in found:
+            await self._remove(service, grace_s=0)  # the worker is gone: no grace
+        return [_labels(service).get(LABEL_JOB, "") for service in found]
 
-        def reap_all(client: Client) -> list[str]:
-            found = client.services.list(filters={"label": f"{LABEL_WORKER}={worker_id}"})
-            for service in found:
-                _remove(client, service, grace_s=0)  # the worker is gone: no grace
-            return [_labels(service).get(LABEL_JOB, "") for service in found]
+    async def _remove(self, service: Service, grace_s: float) -> None:
+        """Remove the service, then stop and remove its task's containers on this node.
 
-        return await self._engine.call(reap_all)
+        Docker 20.10 leaves a removed job service's containers behind, running, created or
+        exited, so the worker removes them itself: those labelled with the attempt, until none
+        has been seen for a few looks (an agent may make one a moment after the service went).
+        On another node they are left to that node's engine (docs/runtimes.md). Errors are
+        logged, not raised: a reap goes on to the next service."""
+        labels = _labels(service)
+        wanted = [f"{key}={labels.get(key, '')}" for key in (LABEL_JOB, LABEL_ATTEMPT)]
+        try:
+            status = ((await self._engine.call(lambda _: _task(service))) or {}).get("Status", {})
+        except (APIError, RuntimeFailure):
+            status = {}
+        # No container yet (or no task yet): the node's agent may still make one, a moment
+        # after the service went.
+        held = (status.get("ContainerStatus") or {}).get("ContainerID")
+        looks = _QUIET_LOOKS * (1 if held or status.get("State") in ENDED else 5)
+        quiet, deadline = 0, time.monotonic() + grace_s + 10
+        try:
+            with contextlib.suppress(Gone):  # first: a task that fails now is not run again
+                await self._engine.call(lambda _: remove_service(service))
+            while quiet < looks and time.monotonic() < deadline:
+                found = await self._engine.call(lambda c: _sweep(c, wanted, grace_s))
+                quiet = 0 if found else quiet + 1
+                await asyncio.sleep(0.2)
+        except (APIError, RuntimeFailure) as e:
+            _log.warning("swarm_remove_failed", service=service.id, labels=wanted, error=str(e))
+            return
+        if quiet < looks:
+            _log.warning("swarm_containers_left", service=service.id, labels=wanted)
 
     async def close(self) -> None:
         await self._engine.close()
@@ -234,36 +270,15 @@ def _labels(service: Service) -> dict[str, str]:
     return labels
 
 
-def _remove(client: Client, service: Service, grace_s: float) -> None:
-    """Remove the service, then stop and remove its task's containers on this node.
-
-    Docker 20.10 leaves a removed job service's containers behind, running, created or exited,
-    so the worker removes them itself: those labelled with the attempt, until none has been
-    seen for a few looks (an agent may make one a moment after the service went). On another
-    node they are left to that node's engine (docs/runtimes.md)."""
-    labels = _labels(service)
-    try:
-        status = (_task(service) or {}).get("Status", {})
-    except Gone:
-        status = {}
-    # Given to a node but with no container yet: the node's agent may still make one.
-    making = status.get("State") in _MAKING and not (status.get("ContainerStatus") or {}).get(
-        "ContainerID"
-    )
-    with contextlib.suppress(Gone):
-        remove_service(service)  # first: a task that fails now is then not run again
-    wanted = [f"{key}={labels.get(key, '')}" for key in (LABEL_JOB, LABEL_ATTEMPT)]
-    looks = _QUIET_LOOKS * (5 if making else 1)
-    quiet, deadline = 0, time.monotonic() + grace_s + 10
-    while quiet < looks and time.monotonic() < deadline:
-        found = client.containers.list(all=True, filters={"label": wanted})
-        quiet = 0 if found else quiet + 1
-        for container in found:
-            with contextlib.suppress(Gone, APIError):
-                if container.status == "running":
-                    container.stop(timeout=max(1, math.ceil(grace_s)))
-                container.remove(force=True, v=True)
-        time.sleep(0.2)
+def _sweep(client: Client, wanted: list[str], grace_s: float) -> int:
+    """Stop and remove this node's containers with these labels; how many there were."""
+    found = client.containers.list(all=True, filters={"label": wanted})
+    for container in found:
+        with contextlib.suppress(Gone, APIError):
+            if container.status == "running":
+                container.stop(timeout=max(1, math.ceil(grace_s)))
+            container.remove(force=True, v=True)
+    return len(found)
 
 
 class _Logs:
