@@ -73,11 +73,12 @@ def cmd_run(argv: Sequence[str]) -> int:
     if env:
         body["env"] = env
     api = _api(args)
-    task = running.submit(api, args.project, body)
-    if args.detach:
-        _print(args, task, lambda t: str(t["id"]))
-        return 0
-    return running.follow(api, args.project, task["id"], task["jobs"]["main"]["id"])
+    with running.cancelled_early(api, args.project, body):
+        task = running.submit(api, args.project, body)
+        if args.detach:
+            _print(args, task, lambda t: str(t["id"]))
+            return 0
+        return running.follow(api, args.project, task["id"], task["jobs"]["main"]["id"])
 
 
 def _run_file(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
@@ -86,11 +87,14 @@ def _run_file(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     except (OSError, ValueError) as e:
         p.error(f"-f {args.file}: {e}")
     api = _api(args)
-    task = running.submit(api, args.project, body)
-    if args.detach:
-        _print(args, task, lambda t: str(t["id"]))
-        return 0
-    return running.follow_task(api, args.project, task)
+    if not isinstance(body, dict):
+        p.error(f"-f {args.file}: a task is a JSON object")
+    with running.cancelled_early(api, args.project, body):
+        task = running.submit(api, args.project, body)
+        if args.detach:
+            _print(args, task, lambda t: str(t["id"]))
+            return 0
+        return running.follow_task(api, args.project, task)
 
 
 def cmd_logs(argv: Sequence[str]) -> int:

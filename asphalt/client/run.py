@@ -4,9 +4,12 @@ Ctrl-C detaches."""
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -26,6 +29,21 @@ def submit(api: Api, project: str, body: dict[str, Any]) -> dict[str, Any]:
     ensure_project(api, project)
     task: dict[str, Any] = api.call("POST", f"/projects/{quote(project)}", body)
     return task
+
+
+@contextlib.contextmanager
+def cancelled_early(api: Api, project: str, body: dict[str, Any]) -> Iterator[None]:
+    """A Ctrl-C that comes before the output is followed (while the task is being made, or
+    just after) still cancels it: the task's id is chosen here, so it is known either way."""
+    body.setdefault("id", secrets.token_hex(6))
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("\nasphalt: cancelling", file=sys.stderr)
+        cancel = f"/projects/{quote(project)}/tasks/{quote(str(body['id']))}/cancel"
+        with contextlib.suppress(CallFailed):  # not made after all, or ended meanwhile
+            api.call("POST", cancel, {}, ok=(404, 409))
+        raise
 
 
 def exit_code(job: dict[str, Any]) -> int:
