@@ -47,6 +47,10 @@ def test_no_worker_starts_the_master_alone() -> None:
         ["-lease", "-1"],
         ["-heartbeat", "60"],
         ["-grace", "-5"],
+        ["-swarm-constraint", "gpu"],
+        ["-swarm-constraint", "=node.role==manager"],
+        ["-swarmer-project", "bad name"],
+        ["-swarmer-runtime", "host"],
     ],
 )
 def test_misspelt_abbreviated_or_bad_flags_are_errors(
@@ -74,3 +78,13 @@ def test_master_auto_needs_a_join_token_that_pins_the_master() -> None:
         parse(["-master", "auto", "-join", "ASPHALT-1-" + "a" * 64])
     _, worker, _ = parse(["-master", "auto", "-join", f"ASPHALT-1-{'b' * 64}-{'a' * 64}"])
     assert worker is not None and worker.master_url == "auto"
+
+
+def test_swarm_flags_reach_the_worker_and_the_master() -> None:
+    argv = ["-swarm-constraint", "gpu=node.labels.gpu==true", "-swarm-network", "jobs"]
+    argv += ["-swarm-constraint", "gpu=node.role!=manager", "-swarmer-runtime", "swarm"]
+    master, worker, _ = parse([*argv, "-swarmer-project", "legacy"])
+    assert worker is not None and master is not None
+    assert worker.swarm_constraints == {"gpu": ("node.labels.gpu==true", "node.role!=manager")}
+    assert worker.swarm_network == "jobs"
+    assert (master.swarmer_project, master.swarmer_runtime) == ("legacy", "swarm")
