@@ -315,3 +315,13 @@ async def receiver(
     app.router.add_post("/{name}", receive)
     async with TestServer(app, host="127.0.0.1", port=port) as server:
         yield server, seen
+
+
+async def docker_cli(*args: str) -> str:
+    """A docker CLI command's output; it must succeed."""
+    proc = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import docker_cli
 
 from asphalt.limits import NO_LIMITS, Limits
 from asphalt.protocol import STDERR
@@ -67,15 +68,6 @@ class Output:
     @property
     def text(self) -> str:
         return b"".join(self.pieces).decode()
-
-
-async def docker_cli(*args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip()
 
 
 async def containers_of(job: JobSpec) -> str:

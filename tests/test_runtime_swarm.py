@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from harness import docker_cli
 
 from asphalt.limits import Limits
 from asphalt.protocol import STDERR, STDOUT
@@ -43,15 +44,6 @@ class Output:
 
     def of(self, stream: int) -> str:
         return b"".join(self.streams[stream]).decode()
-
-
-async def docker_cli(*args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip()
 
 
 async def services(label: str) -> list[str]:
