@@ -146,7 +146,7 @@ class DockerRuntime:
                 container, stopped = ended
             if container is not None:
                 made = container
-                disposing = asyncio.ensure_future(asyncio.to_thread(_dispose, made, grace_s))
+                disposing = asyncio.ensure_future(asyncio.to_thread(dispose, made, grace_s))
                 stopped = (await settled(disposing))[1] or stopped
             for copier in copiers:
                 await copier.join()
@@ -258,7 +258,7 @@ def _pid(container: Container) -> int:
     return int(container.attrs.get("State", {}).get("Pid") or 0)
 
 
-def _dispose(container: Container, grace_s: float) -> None:
+def dispose(container: Container, grace_s: float) -> None:
     """Stop (SIGTERM, SIGKILL after the grace) and remove; the stop is a no-op if it exited."""
     with contextlib.suppress(DockerException, OSError):
         container.stop(timeout=math.ceil(grace_s))  # whole seconds; never shorter than asked

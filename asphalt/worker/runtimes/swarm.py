@@ -28,7 +28,7 @@ from .base import (
     RuntimeFailure,
     settled,
 )
-from .docker import CAP_ADD, DEFAULT_PIDS, LOG_MAX_FILES, LOG_MAX_SIZE
+from .docker import CAP_ADD, DEFAULT_PIDS, LOG_MAX_FILES, LOG_MAX_SIZE, dispose
 from .engine import (
     APIError,
     Client,
@@ -274,10 +274,7 @@ def _sweep(client: Client, wanted: list[str], grace_s: float) -> int:
     """Stop and remove this node's containers with these labels; how many there were."""
     found = client.containers.list(all=True, filters={"label": wanted})
     for container in found:
-        with contextlib.suppress(Gone, APIError):
-            if container.status == "running":
-                container.stop(timeout=max(1, math.ceil(grace_s)))
-            container.remove(force=True, v=True)
+        dispose(container, grace_s)
     return len(found)
 
 
